@@ -1,0 +1,24 @@
+"""One folder per CMS. Adding a CMS means adding its folder and one line to TYPES."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ragsync.errors import ConfigError
+
+if TYPE_CHECKING:
+    from connectors.base import Connector
+
+TYPES = {
+    "files": "connectors.files:FilesConnector",
+    "wordpress": "connectors.wordpress:WordPressConnector",
+}
+
+
+def connector_class(type_: str) -> type[Connector]:
+    try:
+        module, _, name = TYPES[type_].partition(":")
+    except KeyError:
+        raise ConfigError(f"unknown source type {type_!r} (known: {', '.join(sorted(TYPES))})") from None
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,125 @@
+"""The connector contract: how one CMS signs and shapes its webhooks, how to fetch one
+document by id, and how to list what it has published. A connector knows nothing about
+Qdrant, chunks or embeddings; the pipeline knows nothing about any CMS.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+import httpx
+
+from connectors import standard_webhooks
+from ragsync.config import SourceConfig
+from ragsync.errors import FetchError, Rejected
+
+
+@dataclass(frozen=True)
+class Page:
+    """A published document as the CMS's own API returns it now."""
+    doc_id: str
+    title: str
+    url: str
+    html: str
+    modified: str          # ISO 8601 UTC, e.g. "2026-11-25T18:00:00Z"
+
+
+@dataclass(frozen=True)
+class Gone:
+    """The document is not published (deleted, draft, private, trashed, protected)."""
+    doc_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One entry of a listing: enough to decide whether a body fetch is needed."""
+    doc_id: str
+    modified: str
+
+
+class Connector:
+    """Base class; one subclass per CMS folder. The defaults speak Standard Webhooks with a
+    JSON body carrying `id`, which is what ragsync's own CMS plugins send."""
+
+    #: config keys this connector accepts in its [[sources]] table, beyond the common ones
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, source: SourceConfig, http: httpx.Client) -> None:
+        self.source = source
+        self.http = http
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float, tolerance_s: int) -> str:
+        """Authenticate a delivery from the raw bytes; return its delivery id or raise Rejected."""
+        return standard_webhooks.verify(self.source.secret(), headers, body, now, tolerance_s)
+
+    def parse(self, body: bytes) -> list[str]:
+        """The document ids a verified delivery says may have changed; [] for events to ignore.
+        Nothing else in the body is trusted: the pass fetches the truth by id."""
+        payload = json_object(body)
+        doc_id = payload.get("id")
+        if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id).strip() == "":
+            raise Rejected(400, "body needs an 'id' (string or integer)")
+        return [str(doc_id)]
+
+    def fetch(self, doc_id: str) -> Page | Gone:
+        """The document's published state now, from the CMS's own API (never a URL from a body)."""
+        raise NotImplementedError
+
+    def list(self) -> Iterator[Listed]:
+        """Every published document with its modified time (for the reconciler)."""
+        raise NotImplementedError
+
+    # -- helpers for HTTP connectors -------------------------------------------------------
+
+    def get(self, url: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """GET with the one retry classification every connector shares: 2xx and the 'not
+        visible' statuses come back to the caller; 429/5xx/timeouts are transient errors."""
+        try:
+            resp = self.http.get(url, params=params)
+        except httpx.TimeoutException:
+            raise FetchError(f"{self.source.name}: timeout fetching {url}", transient=True) from None
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{self.source.name}: cannot reach {url}: {type(exc).__name__}", transient=True) from None
+        if resp.status_code < 300 or resp.status_code in (401, 403, 404, 410):
+            return resp
+        transient = resp.status_code == 429 or resp.status_code >= 500
+        raise FetchError(f"{self.source.name}: HTTP {resp.status_code} from {url}",
+                         transient=transient, retry_after=_retry_after(resp))
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Rejected(400, "body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise Rejected(400, "body must be a JSON object")
+    return payload
+
+
+def iso_utc(value: str | float | datetime) -> str:
+    """Normalise a CMS time to 'YYYY-MM-DDTHH:MM:SSZ' so that times compare as strings."""
+    if isinstance(value, (int, float)):
+        moment = datetime.fromtimestamp(value, timezone.utc)
+    elif isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    else:
+        text = value.strip().replace(" ", "T")
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(resp.headers.get("retry-after", "")))
+    except ValueError:
+        return None

@@ -1,0 +1,128 @@
+"""Blocks → chunks that fit the model's window, with boundaries that survive local edits.
+
+A chunk never crosses a heading, and inside a section it ends (a) before it would exceed
+the token budget or (b) after a block whose content hash is 0 mod ANCHOR_EVERY. Rule (b)
+ties boundaries to the content itself rather than to a running offset, so inserting or
+editing a paragraph changes the chunk around it and the cascade stops at the next anchor:
+the rest of the page keeps its chunks, their ids and their vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from ragsync.extract import Block
+
+ANCHOR_EVERY = 5
+MAX_PREFIX_TOKENS = 40
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+")
+_POINT_NS = uuid.UUID("5b0f3c4e-9a77-4d1e-8f0e-2b6a1c9d7e55")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str                       # page_content: what a reader sees
+    heading_path: tuple[str, ...]
+    embed_text: str                 # what the model sees: heading context + text
+    content_hash: str               # of embed_text: equal hash ⇔ equal vector
+
+
+def point_id(source: str, doc_id: str, content_hash: str, occurrence: int) -> str:
+    """Deterministic: the same chunk of the same page always lands on the same point."""
+    return str(uuid.uuid5(_POINT_NS, f"{source}\x1f{doc_id}\x1f{content_hash}\x1f{occurrence}"))
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class Chunker:
+    def __init__(self, tokenizer_file: Path, max_tokens: int = 200) -> None:
+        self.tokenizer_file = tokenizer_file
+        self.max_tokens = max_tokens
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        tok = Tokenizer.from_file(str(self.tokenizer_file))
+        tok.no_truncation()
+        tok.no_padding()
+        return tok
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def chunk(self, title: str, blocks: list[Block]) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        section: list[str] = []
+        size = 0
+        path: tuple[str, ...] | None = None
+
+        def close() -> None:
+            nonlocal size
+            if section:
+                chunks.append(self._make(title, path or (), "\n\n".join(section)))
+            section.clear()
+            size = 0
+
+        for block in blocks:
+            if block.path != path:
+                close()
+                path = block.path
+            for piece, tokens in self._pieces(block):
+                if section and size + tokens > self.max_tokens:
+                    close()
+                section.append(piece)
+                size += tokens
+                if int(content_hash(piece), 16) % ANCHOR_EVERY == 0:
+                    close()
+        close()
+        return chunks
+
+    def _make(self, title: str, path: tuple[str, ...], text: str) -> Chunk:
+        context = [title] + [h for h in path if h != title]
+        prefix = " > ".join(c for c in context if c)
+        ids = self.tokenizer.encode(prefix, add_special_tokens=False).ids
+        if len(ids) > MAX_PREFIX_TOKENS:
+            prefix = self.tokenizer.decode(ids[:MAX_PREFIX_TOKENS])
+        embed_text = f"{prefix}\n\n{text}" if prefix else text
+        return Chunk(text=text, heading_path=path, embed_text=embed_text, content_hash=content_hash(embed_text))
+
+    def _pieces(self, block: Block) -> list[tuple[str, int]]:
+        """The block as one piece, or split at sentences (then words) when it alone is
+        over budget; the split depends on the block only, so it is stable too."""
+        text = f"- {block.text}" if block.kind == "item" else block.text
+        tokens = self.count(text)
+        if tokens <= self.max_tokens:
+            return [(text, tokens)]
+        units = [u for u in _SENTENCE.split(text) if u.strip()]
+        if len(units) == 1:
+            units = text.split()
+        pieces: list[tuple[str, int]] = []
+        current: list[str] = []
+        size = 0
+        for unit in units:
+            n = self.count(unit)
+            if n > self.max_tokens:                     # one giant token run: cut by tokens
+                ids = self.tokenizer.encode(unit, add_special_tokens=False).ids
+                for i in range(0, len(ids), self.max_tokens):
+                    part = self.tokenizer.decode(ids[i:i + self.max_tokens])
+                    if current:
+                        pieces.append((" ".join(current), size))
+                        current, size = [], 0
+                    pieces.append((part, len(ids[i:i + self.max_tokens])))
+                continue
+            if current and size + n + 1 > self.max_tokens:
+                pieces.append((" ".join(current), size))
+                current, size = [], 0
+            current.append(unit)
+            size += n + 1
+        if current:
+            pieces.append((" ".join(current), size))
+        return pieces

@@ -1,0 +1,269 @@
+"""The `ragsync` command. Each command talks to the running daemon over its HTTP API when
+one answers on the configured port, and opens the store itself when none does (the
+embedded store admits one process at a time, and the nightly cron runs beside the daemon).
+Errors are one line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+import httpx
+
+from ragsync import config as config_mod
+from ragsync.config import Config
+from ragsync.errors import RagsyncError
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"ragsync: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except RagsyncError as exc:
+        click.echo(f"ragsync: error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:             # a bug: still one line unless asked for more
+        if os.environ.get("RAGSYNC_DEBUG"):
+            raise
+        click.echo(f"ragsync: error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+
+
+def _config_option(fn: Callable) -> Callable:
+    """Every command takes --config (also accepted before the command name)."""
+    @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file (or RAGSYNC_CONFIG)")
+    @click.pass_context
+    @functools.wraps(fn)
+    def wrapper(ctx: click.Context, config_file: str | None, **kwargs: Any) -> Any:
+        cfg = config_mod.load(config_mod.config_path(config_file or (ctx.obj or {}).get("config_file")))
+        return fn(cfg, **kwargs)
+    return wrapper
+
+
+@click.group()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file (or RAGSYNC_CONFIG)")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None) -> None:
+    """Keep a Qdrant index equal to what your CMS has published."""
+    ctx.obj = {"config_file": config_file}
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@_config_option
+def serve(cfg: Config) -> None:
+    """Run the daemon: webhooks, search, admin API and the workers."""
+    from ragsync.daemon import serve as run
+    logging.getLogger().setLevel(logging.INFO)
+    for noisy in ("huey", "werkzeug", "httpx"):      # per-task and per-request lines
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if _daemon_url(cfg):
+        raise RagsyncError(f"something already answers on {cfg.base_url}; is ragsync running?")
+    run(cfg)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--source", help="only this source")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option("--json", "as_json", is_flag=True, help="JSON output")
+@_config_option
+def search(cfg: Config, query: str, source: str | None, limit: int, as_json: bool) -> None:
+    """Search the index."""
+    if source:
+        cfg.source(source)
+    if (url := _daemon_url(cfg)) is not None:
+        params = {"q": query, "limit": limit, **({"source": source} if source else {})}
+        results = _http(cfg, "GET", f"{url}/search", params=params, admin=False)["results"]
+    else:
+        with _local(cfg) as engine:
+            results = [r.as_dict() for r in engine.search(query, limit, source)]
+    if as_json:
+        click.echo(json.dumps({"query": query, "results": results}, indent=2))
+        return
+    if not results:
+        click.echo("no results")
+    for i, r in enumerate(results, 1):
+        where = " > ".join(r.get("heading_path") or [])
+        click.echo(f"{i:>2}. {r['score']:.3f}  {r['title']}{'  — ' + where if where else ''}\n    {r['url']}")
+        snippet = " ".join(r["text"].split())
+        click.echo(f"    {snippet[:200]}{'…' if len(snippet) > 200 else ''}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON output")
+@_config_option
+def status(cfg: Config, as_json: bool) -> None:
+    """Points, pages, pending work and the dead-letter queue at a glance."""
+    if (url := _daemon_url(cfg)) is not None:
+        data = _http(cfg, "GET", f"{url}/admin/status")
+        data["daemon"] = url
+    else:
+        with _local(cfg) as engine:
+            data = engine.status()
+        data["daemon"] = None
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"daemon:   {data['daemon'] or 'not running'}")
+    click.echo(f"points:   {data['points']}")
+    click.echo(f"pending:  {data['pending']} (oldest {data['oldest_pending_s']}s)")
+    click.echo(f"dead:     {data['dead']}")
+    for name, s in data["sources"].items():
+        click.echo(f"source {name}: {s['pages_live']} live pages, {s['pages_gone']} gone, {s['points']} points")
+
+
+@cli.command()
+@_config_option
+def export(cfg: Config) -> None:
+    """Every point's payload as JSON lines on stdout (no vectors)."""
+    if (url := _daemon_url(cfg)) is not None:
+        with httpx.Client(timeout=None) as client, client.stream(
+                "GET", f"{url}/admin/export", headers=_auth(cfg)) as resp:
+            _check(resp)
+            for line in resp.iter_lines():
+                click.echo(line)
+        return
+    with _local(cfg) as engine:
+        for pid, payload in engine.store.iter_chunks():
+            click.echo(json.dumps({"id": pid, **payload}))
+
+
+@cli.command("reconcile")
+@click.option("--source", help="only this source")
+@click.option("--dry-run", is_flag=True, help="print what would change, change nothing")
+@click.option("--force", is_flag=True, help="apply deletions even past the mass-deletion guard")
+@click.option("--json", "as_json", is_flag=True, help="JSON report")
+@_config_option
+def reconcile_cmd(cfg: Config, source: str | None, dry_run: bool, force: bool, as_json: bool) -> None:
+    """Bring the index exactly to each CMS's published state."""
+    from ragsync import reconcile
+    sources = [cfg.source(source).name] if source else list(cfg.sources)
+    if (url := _daemon_url(cfg)) is not None:
+        body = {"source": source, "dry_run": dry_run, "force": force}
+        reports = _http(cfg, "POST", f"{url}/admin/reconcile", json=body, timeout=None)["reports"]
+    else:
+        with _local(cfg) as engine:
+            reports = [r.as_dict() for r in reconcile.run(engine, sources, dry_run=dry_run, force=force,
+                                                          standalone=True)]
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "reports": reports}, indent=2))
+    else:
+        for r in reports:
+            rep = reconcile.SourceReport(**r)
+            click.echo(("(dry run) " if dry_run else "") + rep.summary())
+            if dry_run:
+                for kind in ("added", "updated", "repaired", "tombstoned"):
+                    for doc_id in r[kind]:
+                        click.echo(f"  would {kind[:-1] if kind.endswith('ed') else kind}: {r['source']}/{doc_id}")
+    if any(r["errors"] for r in reports):
+        sys.exit(1)
+
+
+@cli.group()
+def dlq() -> None:
+    """The dead-letter queue: keys that failed every retry."""
+
+
+@dlq.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_config_option
+def dlq_list(cfg: Config, as_json: bool) -> None:
+    """List parked keys with their last error."""
+    if (url := _daemon_url(cfg)) is not None:
+        parked = _http(cfg, "GET", f"{url}/admin/dlq")["parked"]
+    else:
+        with _local(cfg) as engine:
+            parked = [p.__dict__ for p in engine.queue.dead()]
+    if as_json:
+        click.echo(json.dumps(parked, indent=2))
+        return
+    for p in parked:
+        click.echo(f"{p['source']}/{p['doc_id']}  attempts={p['attempts']}  {p['error']}")
+    if not parked:
+        click.echo("dead-letter queue is empty")
+
+
+def _dlq_action(action: str) -> Callable:
+    @click.argument("keys", nargs=-1)
+    @_config_option
+    def command(cfg: Config, keys: tuple[str, ...]) -> None:
+        chosen = [_key(k) for k in keys] or None
+        if (url := _daemon_url(cfg)) is not None:
+            done = next(iter(_http(cfg, "POST", f"{url}/admin/dlq/{action}", json={"keys": chosen}).values()))
+        else:
+            with _local(cfg) as engine:
+                done = getattr(engine.queue, action)(chosen)
+        click.echo(f"{action}: {len(done)} key(s)" + "".join(f"\n  {s}/{d}" for s, d in done))
+    command.__doc__ = f"{action.capitalize()} parked keys (SOURCE/DOC_ID ...; all when none are named)."
+    return command
+
+
+dlq.command("replay")(_dlq_action("replay"))
+dlq.command("drop")(_dlq_action("drop"))
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _key(text: str) -> tuple[str, str]:
+    source, sep, doc_id = text.partition("/")
+    if not sep or not source or not doc_id:
+        raise click.BadParameter(f"{text!r}: expected SOURCE/DOC_ID")
+    return source, doc_id
+
+
+def _daemon_url(cfg: Config) -> str | None:
+    """The daemon's URL when one answers /healthz on the configured address."""
+    try:
+        resp = httpx.get(f"{cfg.base_url}/healthz", timeout=0.5)
+        if resp.status_code == 200 and resp.json().get("service") == "ragsync":
+            return cfg.base_url
+    except (httpx.HTTPError, ValueError):
+        pass
+    return None
+
+
+def _auth(cfg: Config) -> dict[str, str]:
+    token = cfg.admin_token()
+    if token is None:
+        raise RagsyncError(f"the daemon at {cfg.base_url} is running; set {cfg.admin_token_env} to talk to it")
+    return {"authorization": f"Bearer {token}"}
+
+
+def _http(cfg: Config, method: str, url: str, *, admin: bool = True, timeout: float | None = 30.0,
+          **kwargs: Any) -> Any:
+    resp = httpx.request(method, url, headers=_auth(cfg) if admin else None, timeout=timeout, **kwargs)
+    _check(resp)
+    return resp.json()
+
+
+def _check(resp: httpx.Response) -> None:
+    if resp.status_code >= 400:
+        resp.read()
+        try:
+            message = resp.json().get("error", resp.text)
+        except ValueError:
+            message = resp.text[:200]
+        raise RagsyncError(f"daemon answered {resp.status_code}: {message}")
+
+
+@contextlib.contextmanager
+def _local(cfg: Config) -> Iterator[Any]:
+    """Open the engine in this process for one command, and close it (the store lock) after."""
+    from ragsync.engine import Engine
+    engine = Engine(cfg)
+    try:
+        yield engine
+    finally:
+        engine.close()

@@ -1,0 +1,180 @@
+"""The TOML configuration: one frozen object, loaded once, with one-line errors.
+
+Secrets never live in the file: it names the environment variables that hold them, and
+they are read when needed so that `ragsync search` works without the webhook secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragsync.errors import ConfigError
+
+_TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "sources"}
+_SERVER_KEYS = {"host", "port", "admin_token_env", "workers", "max_body_bytes", "timestamp_tolerance_s"}
+_QDRANT_KEYS = {"collection", "url", "api_key_env"}
+_QUEUE_KEYS = {"max_attempts", "backoff_base_s", "backoff_max_s"}
+_CHUNKING_KEYS = {"max_tokens"}
+_SOURCE_KEYS = {"name", "type", "base_url", "webhook_secret_env"}
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    type: str
+    base_url: str | None = None
+    webhook_secret_env: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)   # connector-specific keys
+    base_dir: Path = Path(".")                                # the config file's folder
+
+    def secret(self) -> str:
+        """The webhook secret, read from the environment variable the config names."""
+        if not self.webhook_secret_env:
+            raise ConfigError(f"source {self.name!r}: webhook_secret_env is not set in the config")
+        return env_secret(self.webhook_secret_env, f"source {self.name!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8787
+    admin_token_env: str = "RAGSYNC_ADMIN_TOKEN"
+    workers: int = 2
+    max_body_bytes: int = 1024 * 1024
+    timestamp_tolerance_s: int = 300
+    collection: str = "ragsync"
+    qdrant_url: str | None = None
+    qdrant_api_key_env: str | None = None
+    max_attempts: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 300.0
+    max_tokens: int = 200
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def admin_token(self) -> str | None:
+        """The admin bearer token, or None when its variable is unset (admin API closed)."""
+        return os.environ.get(self.admin_token_env) or None
+
+    def source(self, name: str) -> SourceConfig:
+        try:
+            return self.sources[name]
+        except KeyError:
+            raise ConfigError(f"unknown source {name!r} (configured: {', '.join(self.sources) or 'none'})") from None
+
+
+def env_secret(var: str, what: str) -> str:
+    value = os.environ.get(var)
+    if not value:
+        raise ConfigError(f"{what}: environment variable {var} is not set")
+    return value
+
+
+def config_path(explicit: str | os.PathLike | None) -> Path:
+    """--config wins, then RAGSYNC_CONFIG; there is no silent default file."""
+    chosen = explicit or os.environ.get("RAGSYNC_CONFIG")
+    if not chosen:
+        raise ConfigError("no config file: pass --config PATH or set RAGSYNC_CONFIG")
+    return Path(chosen)
+
+
+def load(path: str | os.PathLike) -> Config:
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse(raw, path)
+
+
+def parse(raw: dict[str, Any], path: Path) -> Config:
+    from connectors import connector_class   # the registry knows each type's own keys
+
+    base = path.parent
+    _check_keys(raw, _TOP_KEYS, "top level")
+    server = _table(raw, "server", _SERVER_KEYS)
+    qdrant = _table(raw, "qdrant", _QDRANT_KEYS)
+    queue = _table(raw, "queue", _QUEUE_KEYS)
+    chunking = _table(raw, "chunking", _CHUNKING_KEYS)
+    sources: dict[str, SourceConfig] = {}
+    raw_sources = raw.get("sources", [])
+    if not isinstance(raw_sources, list):
+        raise ConfigError("[[sources]] must be an array of tables")
+    for i, src in enumerate(raw_sources):
+        where = f"sources[{i}]"
+        for key in ("name", "type"):
+            if not isinstance(src.get(key), str) or not src[key]:
+                raise ConfigError(f"{where}: '{key}' is required")
+        name, type_ = src["name"], src["type"]
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{where}: name {name!r} must be letters, digits, '-' or '_' (it is a URL segment)")
+        if name in sources:
+            raise ConfigError(f"{where}: duplicate source name {name!r}")
+        cls = connector_class(type_)
+        _check_keys(src, _SOURCE_KEYS | set(cls.options), f"source {name!r}")
+        options = {k: v for k, v in src.items() if k not in _SOURCE_KEYS}
+        sources[name] = SourceConfig(
+            name=name, type=type_, base_url=_opt_str(src, "base_url", where),
+            webhook_secret_env=_opt_str(src, "webhook_secret_env", where),
+            options=options, base_dir=base,
+        )
+    data_dir = raw.get("data_dir", "var")
+    if not isinstance(data_dir, str):
+        raise ConfigError("data_dir must be a string")
+    return Config(
+        path=path,
+        data_dir=(base / data_dir).resolve(),
+        host=_get(server, "host", str, "127.0.0.1"),
+        port=_get(server, "port", int, 8787),
+        admin_token_env=_get(server, "admin_token_env", str, "RAGSYNC_ADMIN_TOKEN"),
+        workers=_get(server, "workers", int, 2),
+        max_body_bytes=_get(server, "max_body_bytes", int, 1024 * 1024),
+        timestamp_tolerance_s=_get(server, "timestamp_tolerance_s", int, 300),
+        collection=_get(qdrant, "collection", str, "ragsync"),
+        qdrant_url=_get(qdrant, "url", str, None),
+        qdrant_api_key_env=_get(qdrant, "api_key_env", str, None),
+        max_attempts=_get(queue, "max_attempts", int, 6),
+        backoff_base_s=_get(queue, "backoff_base_s", (int, float), 1.0),
+        backoff_max_s=_get(queue, "backoff_max_s", (int, float), 300.0),
+        max_tokens=_get(chunking, "max_tokens", int, 200),
+        sources=sources,
+    )
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _table(raw: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    _check_keys(table, allowed, f"[{name}]")
+    return table
+
+
+def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = table.get(key, default)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {getattr(kind, '__name__', 'a number')}, got {value!r}")
+    return value
+
+
+def _opt_str(table: dict[str, Any], key: str, where: str) -> str | None:
+    value = table.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where}: '{key}' must be a string")
+    return value

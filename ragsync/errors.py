@@ -1,0 +1,33 @@
+"""Exceptions that carry a one-line message a user can act on (never a traceback)."""
+
+from __future__ import annotations
+
+
+class RagsyncError(Exception):
+    """Base: the message is the whole story, printed as one line."""
+
+
+class ConfigError(RagsyncError):
+    """The config file or the environment it names is wrong."""
+
+
+class Rejected(RagsyncError):
+    """A webhook delivery refused before anything was queued; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FetchError(RagsyncError):
+    """The CMS could not answer a fetch or listing. `transient` errors are retried with
+    backoff (5xx, 429, timeouts); permanent ones go to the dead-letter queue at once."""
+
+    def __init__(self, message: str, *, transient: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class StoreError(RagsyncError):
+    """Qdrant refused or could not be reached; always transient from the queue's view."""

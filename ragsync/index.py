@@ -1,0 +1,327 @@
+"""The Qdrant store behind one interface: the embedded engine (qdrant-edge) by default,
+a Qdrant server through qdrant-client when `[qdrant] url` is set.
+
+Two collections. `<collection>` holds one point per chunk, in LangChain's layout
+(`page_content` + `metadata`), so a search team can point a stock retriever at it.
+`<collection>_pages` holds one record per page: its state (live or gone), its CMS modified
+time and the ids of its live chunks. Flipping that record is the single write that moves a
+page from its old version to its new one, so /search (which keeps only hits listed there)
+never sees half a page. Both live in Qdrant: there is no second database to drift from it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragsync.errors import StoreError
+
+PAGE_NS = uuid.UUID("0d7d2b8e-3f1a-4c55-9e41-7a0c6f2b9d13")
+_PAGE_VECTOR = [1.0]          # page records need a vector in Qdrant; they are never searched by it
+_SCROLL = 1000
+
+
+@dataclass
+class PageRecord:
+    source: str
+    doc_id: str
+    state: str                                  # "live" or "gone"
+    modified: str = ""                          # the CMS's modified time, ISO 8601 UTC
+    title: str = ""
+    url: str = ""
+    live_ids: list[str] = field(default_factory=list)
+    indexed_at: str = ""
+    reason: str = ""                            # why it is gone
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.source, self.doc_id)
+
+    @property
+    def point_id(self) -> str:
+        return page_point_id(self.source, self.doc_id)
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+def page_point_id(source: str, doc_id: str) -> str:
+    return str(uuid.uuid5(PAGE_NS, f"{source}\x1f{doc_id}"))
+
+
+class Store:
+    """What the pipeline needs from Qdrant. `writes` counts write calls (tests, benchmark).
+    Every public method of an implementation raises StoreError, whatever the client threw,
+    so the queue can tell "Qdrant is down, retry" from a bug."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, fn in list(vars(cls).items()):
+            if inspect.isfunction(fn) and not name.startswith("_"):
+                setattr(cls, name, _guarded(fn))
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self._count_lock = threading.Lock()
+
+    def _wrote(self) -> None:
+        with self._count_lock:
+            self.writes += 1
+
+    # chunks
+    def doc_chunks(self, source: str, doc_id: str) -> dict[str, dict[str, Any]]:
+        """id → payload of every chunk point Qdrant holds for the page, live or not."""
+        return {pid: payload for pid, payload in self.iter_chunks({"metadata.source": source,
+                                                                 "metadata.doc_id": doc_id})}
+
+    def iter_chunks(self, match: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        raise NotImplementedError
+
+    def upsert_chunks(self, points: list[tuple[str, list[float], dict[str, Any]]]) -> None:
+        raise NotImplementedError
+
+    def set_metadata(self, ids: list[str], metadata: dict[str, Any]) -> None:
+        """Merge keys into `metadata` of existing points, vectors untouched."""
+        raise NotImplementedError
+
+    def delete_chunks(self, ids: list[str]) -> None:
+        raise NotImplementedError
+
+    def search(self, vector: list[float], limit: int, match: dict[str, str] | None = None) -> list[Hit]:
+        raise NotImplementedError
+
+    def count_chunks(self, match: dict[str, str] | None = None) -> int:
+        raise NotImplementedError
+
+    # pages
+    def pages(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], PageRecord]:
+        raise NotImplementedError
+
+    def page(self, source: str, doc_id: str) -> PageRecord | None:
+        return self.pages([(source, doc_id)]).get((source, doc_id))
+
+    def put_page(self, record: PageRecord) -> None:
+        raise NotImplementedError
+
+    def iter_pages(self, source: str | None = None) -> Iterator[PageRecord]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _guarded(fn):
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"Qdrant: {type(exc).__name__}: {exc}") from exc
+        return gen
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"Qdrant: {type(exc).__name__}: {exc}") from exc
+    return call
+
+
+def _record(payload: dict[str, Any]) -> PageRecord:
+    return PageRecord(**{k: payload[k] for k in PageRecord.__dataclass_fields__ if k in payload})
+
+
+class EdgeStore(Store):
+    """Embedded Qdrant (qdrant-edge): one process owns the folder; WAL-backed, so it
+    survives kill -9; keyword indexes make per-page operations sub-millisecond at 100k."""
+
+    def __init__(self, path: Path, dim: int) -> None:
+        super().__init__()
+        import qdrant_edge as qe
+        self.qe = qe
+        path.mkdir(parents=True, exist_ok=True)
+        self.chunks = self._open(path / "chunks", dim, ["metadata.source", "metadata.doc_id"])
+        self.pages_shard = self._open(path / "pages", 1, ["source"])
+
+    def _open(self, path: Path, dim: int, keyword_fields: list[str]):
+        qe = self.qe
+        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
+        if (path / "edge_config.json").exists() or (path / "segments").exists():
+            return qe.EdgeShard.load(str(path))
+        shard = qe.EdgeShard.create(str(path), config)
+        for name in keyword_fields:
+            shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+        return shard
+
+    def _filter(self, match: dict[str, str] | None):
+        if not match:
+            return None
+        qe = self.qe
+        return qe.Filter(must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in match.items()])
+
+    def _scroll(self, shard, match, with_vector: bool = False) -> Iterator[Any]:
+        offset = None
+        while True:
+            records, offset = shard.scroll(self.qe.ScrollRequest(
+                offset=offset, limit=_SCROLL, filter=self._filter(match), with_payload=True, with_vector=with_vector))
+            yield from records
+            if offset is None:
+                return
+
+    def iter_chunks(self, match=None):
+        for rec in self._scroll(self.chunks, match):
+            yield str(rec.id), rec.payload
+
+    def upsert_chunks(self, points):
+        if points:
+            self.chunks.update(self.qe.UpdateOperation.upsert_points(
+                [self.qe.Point(pid, vec, payload) for pid, vec, payload in points]))
+            self._wrote()
+
+    def set_metadata(self, ids, metadata):
+        if ids:
+            self.chunks.update(self.qe.UpdateOperation.set_payload(list(ids), metadata, key="metadata"))
+            self._wrote()
+
+    def delete_chunks(self, ids):
+        if ids:
+            self.chunks.update(self.qe.UpdateOperation.delete_points(list(ids)))
+            self._wrote()
+
+    def search(self, vector, limit, match=None):
+        qe = self.qe
+        hits = self.chunks.query(qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector), filter=self._filter(match),
+                                                 with_payload=True, with_vector=False))
+        return [Hit(str(h.id), h.score, h.payload) for h in hits]
+
+    def count_chunks(self, match=None):
+        return self.chunks.count(self.qe.CountRequest(exact=True, filter=self._filter(match)))
+
+    def pages(self, keys):
+        ids = [page_point_id(s, d) for s, d in keys]
+        if not ids:
+            return {}
+        recs = [_record(r.payload) for r in self.pages_shard.retrieve(ids, True, False)]
+        return {r.key: r for r in recs}
+
+    def put_page(self, record):
+        self.pages_shard.update(self.qe.UpdateOperation.upsert_points(
+            [self.qe.Point(record.point_id, _PAGE_VECTOR, asdict(record))]))
+        self._wrote()
+
+    def iter_pages(self, source=None):
+        for rec in self._scroll(self.pages_shard, {"source": source} if source else None):
+            yield _record(rec.payload)
+
+    def close(self):
+        for shard in (self.chunks, self.pages_shard):
+            shard.flush()
+            shard.close()
+
+
+class ClientStore(Store):
+    """A Qdrant server (or qdrant-client's local mode, which tests use to check the same
+    calls a server gets) through qdrant-client."""
+
+    def __init__(self, client, collection: str, dim: int) -> None:
+        super().__init__()
+        from qdrant_client import models
+        self.m = models
+        self.client = client
+        self.collection = collection
+        self.pages_collection = f"{collection}_pages"
+        for name, size, fields in ((collection, dim, ["metadata.source", "metadata.doc_id"]),
+                                   (self.pages_collection, 1, ["source"])):
+            if not client.collection_exists(name):
+                client.create_collection(name, vectors_config=models.VectorParams(size=size, distance=models.Distance.COSINE))
+                if client.init_options.get("location") is None and client.init_options.get("path") is None:
+                    for f in fields:       # local mode ignores payload indexes (and warns)
+                        client.create_payload_index(name, f, models.PayloadSchemaType.KEYWORD)
+
+    def _filter(self, match):
+        if not match:
+            return None
+        m = self.m
+        return m.Filter(must=[m.FieldCondition(key=k, match=m.MatchValue(value=v)) for k, v in match.items()])
+
+    def _scroll(self, collection, match):
+        offset = None
+        while True:
+            records, offset = self.client.scroll(collection, scroll_filter=self._filter(match), limit=_SCROLL,
+                                                 offset=offset, with_payload=True, with_vectors=False)
+            yield from records
+            if offset is None:
+                return
+
+    def iter_chunks(self, match=None):
+        for rec in self._scroll(self.collection, match):
+            yield str(rec.id), rec.payload
+
+    def upsert_chunks(self, points):
+        if points:
+            self.client.upsert(self.collection, wait=True, points=[
+                self.m.PointStruct(id=pid, vector=vec, payload=payload) for pid, vec, payload in points])
+            self._wrote()
+
+    def set_metadata(self, ids, metadata):
+        if ids:
+            self.client.set_payload(self.collection, payload=metadata, points=list(ids), key="metadata", wait=True)
+            self._wrote()
+
+    def delete_chunks(self, ids):
+        if ids:
+            self.client.delete(self.collection, points_selector=self.m.PointIdsList(points=list(ids)), wait=True)
+            self._wrote()
+
+    def search(self, vector, limit, match=None):
+        res = self.client.query_points(self.collection, query=vector, limit=limit, query_filter=self._filter(match),
+                                       with_payload=True)
+        return [Hit(str(p.id), p.score, p.payload) for p in res.points]
+
+    def count_chunks(self, match=None):
+        return self.client.count(self.collection, count_filter=self._filter(match), exact=True).count
+
+    def pages(self, keys):
+        ids = [page_point_id(s, d) for s, d in keys]
+        if not ids:
+            return {}
+        recs = [_record(r.payload) for r in self.client.retrieve(self.pages_collection, ids, with_payload=True)]
+        return {r.key: r for r in recs}
+
+    def put_page(self, record):
+        self.client.upsert(self.pages_collection, wait=True, points=[
+            self.m.PointStruct(id=record.point_id, vector=_PAGE_VECTOR, payload=asdict(record))])
+        self._wrote()
+
+    def iter_pages(self, source=None):
+        for rec in self._scroll(self.pages_collection, {"source": source} if source else None):
+            yield _record(rec.payload)
+
+    def close(self):
+        self.client.close()
+
+
+def open_store(config, dim: int) -> Store:
+    """A server when the config names one, else the embedded engine in data_dir."""
+    if config.qdrant_url:
+        from qdrant_client import QdrantClient
+        from ragsync.config import env_secret
+        api_key = env_secret(config.qdrant_api_key_env, "[qdrant]") if config.qdrant_api_key_env else None
+        return ClientStore(QdrantClient(url=config.qdrant_url, api_key=api_key), config.collection, dim)
+    return EdgeStore(config.data_dir / "qdrant" / config.collection, dim)

@@ -1,0 +1,111 @@
+"""The reconciler: list what each CMS has published, compare it with what Qdrant actually
+holds (page records *and* the chunk points themselves), and feed every difference through
+the same pass the webhooks use. Unchanged pages cost no body fetch and no embedding.
+
+Deletions go through the pass too, so the CMS's own fetch confirms each one; and if a run
+would remove more than `max_delete_share` of a source (an empty or truncated listing, say),
+it removes nothing unless forced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+from ragsync.errors import RagsyncError
+
+MAX_DELETE_SHARE = 0.2
+
+
+@dataclass
+class SourceReport:
+    source: str
+    listed: int = 0
+    unchanged: int = 0
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    tombstoned: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def keys(self) -> list[str]:
+        return self.added + self.updated + self.repaired + self.tombstoned
+
+    def summary(self) -> str:
+        text = (f"{self.source}: listed {self.listed}, unchanged {self.unchanged}, added {len(self.added)}, "
+                f"updated {len(self.updated)}, repaired {len(self.repaired)}, tombstoned {len(self.tombstoned)}, "
+                f"errors {len(self.errors)} in {self.duration_s:.2f}s")
+        return text + (f" — {self.errors[0]}" if self.errors else "")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan(engine, source: str, force: bool = False, max_delete_share: float = MAX_DELETE_SHARE) -> SourceReport:
+    """Work out the differences for one source without changing anything."""
+    started = time.monotonic()
+    report = SourceReport(source)
+    try:
+        listed = {entry.doc_id: entry.modified for entry in engine.connectors[source].list()}
+    except RagsyncError as exc:          # a failed listing is never read as "everything was deleted"
+        report.errors.append(f"listing failed, nothing changed: {exc}")
+        report.duration_s = time.monotonic() - started
+        return report
+    report.listed = len(listed)
+    records = {rec.doc_id: rec for rec in engine.store.iter_pages(source)}
+    held: dict[str, set[str]] = defaultdict(set)
+    for pid, payload in engine.store.iter_chunks({"metadata.source": source}):
+        held[payload["metadata"]["doc_id"]].add(pid)
+
+    for doc_id, modified in listed.items():
+        rec = records.get(doc_id)
+        if rec is None or rec.state != "live":
+            report.added.append(doc_id)
+        elif rec.modified != modified:
+            report.updated.append(doc_id)
+        elif set(rec.live_ids) != held.get(doc_id, set()):
+            report.repaired.append(doc_id)          # points lost, orphaned or duplicated in Qdrant
+        else:
+            report.unchanged += 1
+    live = {d for d, rec in records.items() if rec.state == "live"}
+    report.tombstoned = sorted((live | set(held)) - set(listed))
+
+    if report.tombstoned and not force and len(report.tombstoned) > max_delete_share * max(len(live), 1):
+        report.errors.append(
+            f"mass-deletion guard: would remove {len(report.tombstoned)} of {len(live)} pages "
+            f"(more than {max_delete_share:.0%}); nothing deleted — rerun with --force if this is right")
+        report.tombstoned = []
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+def run(engine, sources: list[str], *, dry_run: bool = False, force: bool = False,
+        wait_s: float = 3600.0, standalone: bool = False) -> list[SourceReport]:
+    """Plan each source, queue the differences (origin "reconcile") and wait until they are
+    applied. `standalone`: no daemon runs, so this process works the queue itself."""
+    reports = []
+    for source in sources:
+        started = time.monotonic()
+        report = plan(engine, source, force=force)
+        if not dry_run and report.keys:
+            keys = [(source, doc_id) for doc_id in report.keys]
+            for key in keys:
+                engine.queue.add(*key, origin="reconcile")
+            if standalone:
+                engine.queue.drain()
+            else:
+                deadline = time.monotonic() + wait_s
+                while engine.queue.is_pending(keys) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            left = sum(engine.queue.is_pending([k]) for k in keys)
+            if left:
+                report.errors.append(f"{left} page(s) not applied yet (retrying; see `ragsync status`)")
+            parked = {d.doc_id for d in engine.queue.dead() if d.source == source} & set(report.keys)
+            if parked:
+                report.errors.append(f"{len(parked)} page(s) failed and were parked (see `ragsync dlq list`)")
+        report.duration_s = time.monotonic() - started
+        reports.append(report)
+    return reports

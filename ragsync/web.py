@@ -1,0 +1,184 @@
+"""The Flask app: webhooks (for CMSs), search (for search teams), admin (for the CLI and
+operators), health and metrics. Every error leaves as a short JSON body with its status;
+no handler writes its own try/except → 500, and no body ever carries a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ragsync.engine import Engine
+from ragsync.errors import RagsyncError, Rejected
+
+log = logging.getLogger("ragsync.web")
+
+webhooks = Blueprint("webhooks", __name__)
+search = Blueprint("search", __name__)
+admin = Blueprint("admin", __name__, url_prefix="/admin")
+health = Blueprint("health", __name__)
+
+
+def create_app(engine: Engine) -> Flask:
+    app = Flask("ragsync")
+    app.config["MAX_CONTENT_LENGTH"] = engine.config.max_body_bytes
+    app.extensions["ragsync"] = engine
+    for bp in (webhooks, search, admin, health):
+        app.register_blueprint(bp)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return jsonify(error=_reason(exc)), exc.code
+
+    @app.errorhandler(Rejected)
+    def rejected(exc: Rejected):
+        return jsonify(error=str(exc)), exc.status
+
+    @app.errorhandler(RagsyncError)
+    def ragsync_error(exc: RagsyncError):
+        return jsonify(error=str(exc)), 503
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify(error="internal error"), 500
+
+    return app
+
+
+def _engine() -> Engine:
+    return current_app.extensions["ragsync"]
+
+
+def _reason(exc: HTTPException) -> str:
+    return {413: "body too large", 404: "not found", 405: "method not allowed"}.get(exc.code, exc.name.lower())
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+@webhooks.post("/webhooks/<source>")
+def receive(source: str):
+    """Verify, parse to keys, record durably, answer 202. No fetching or embedding here."""
+    engine = _engine()
+    connector = engine.connectors.get(source)
+    if connector is None:
+        return jsonify(error=f"unknown source {source!r}"), 404
+    try:
+        if request.mimetype != "application/json":
+            raise Rejected(415, "content type must be application/json")
+        body = request.get_data(cache=False)
+        connector.verify(request.headers, body, time.time(), engine.config.timestamp_tolerance_s)
+        doc_ids = connector.parse(body)
+    except Rejected as exc:
+        engine.metrics.rejected.labels(source, str(exc.status)).inc()
+        log.info("rejected delivery for %s: %s %s", source, exc.status, exc)
+        raise
+    queued = sum(engine.queue.add(source, doc_id) for doc_id in doc_ids)
+    engine.metrics.webhooks.labels(source).inc()
+    return jsonify(accepted=doc_ids, queued=queued, ignored=not doc_ids), 202
+
+
+# -- search -----------------------------------------------------------------------------------
+
+@search.get("/search")
+def query():
+    q = request.args.get("q", "").strip()
+    if not q:
+        return jsonify(error="missing query parameter 'q'"), 400
+    try:
+        limit = int(request.args.get("limit", "10"))
+    except ValueError:
+        return jsonify(error="'limit' must be an integer"), 400
+    if not 1 <= limit <= 100:
+        return jsonify(error="'limit' must be between 1 and 100"), 400
+    source = request.args.get("source") or None
+    if source and source not in _engine().connectors:
+        return jsonify(error=f"unknown source {source!r}"), 400
+    results = _engine().search(q, limit, source)
+    return jsonify(query=q, results=[r.as_dict() for r in results])
+
+
+# -- health and metrics -------------------------------------------------------------------------
+
+@health.get("/healthz")
+def healthz():
+    return jsonify(status="ok", service="ragsync")
+
+
+@health.get("/readyz")
+def readyz():
+    engine = _engine()
+    try:
+        engine.store.count_chunks()
+        engine.queue.pending()
+        engine.embedder.model                  # loaded (first call loads it)
+    except Exception as exc:
+        return jsonify(status="not ready", error=type(exc).__name__), 503
+    return jsonify(status="ready")
+
+
+@health.get("/metrics")
+def metrics():
+    engine = _engine()
+    return Response(engine.metrics.render(engine), mimetype="text/plain; version=0.0.4")
+
+
+# -- admin (bearer token) -----------------------------------------------------------------------
+
+@admin.before_request
+def require_token():
+    token = _engine().config.admin_token()
+    if token is None:
+        return jsonify(error=f"admin API disabled: set {_engine().config.admin_token_env}"), 403
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return jsonify(error="bad or missing bearer token"), 401
+    return None
+
+
+@admin.get("/status")
+def status():
+    return jsonify(_engine().status())
+
+
+@admin.get("/export")
+def export():
+    engine = _engine()
+
+    def lines() -> Iterator[str]:
+        for pid, payload in engine.store.iter_chunks():
+            yield json.dumps({"id": pid, **payload}) + "\n"
+    return Response(lines(), mimetype="application/x-ndjson")
+
+
+@admin.post("/reconcile")
+def reconcile():
+    from ragsync import reconcile as rec
+    engine = _engine()
+    args = request.get_json(silent=True) or {}
+    sources = [args["source"]] if args.get("source") else list(engine.config.sources)
+    for s in sources:
+        engine.config.source(s)
+    reports = rec.run(engine, sources, dry_run=bool(args.get("dry_run")), force=bool(args.get("force")))
+    return jsonify(reports=[r.as_dict() for r in reports])
+
+
+@admin.get("/dlq")
+def dlq_list():
+    return jsonify(parked=[p.__dict__ for p in _engine().queue.dead()])
+
+
+@admin.post("/dlq/<action>")
+def dlq_act(action: str):
+    if action not in ("replay", "drop"):
+        return jsonify(error="action must be replay or drop"), 404
+    keys = (request.get_json(silent=True) or {}).get("keys")
+    queue = _engine().queue
+    done = (queue.replay if action == "replay" else queue.drop)(None if not keys else [tuple(k) for k in keys])
+    return jsonify({{"replay": "replayed", "drop": "dropped"}[action]: [list(k) for k in done]})

@@ -1,0 +1,129 @@
+"""The pass for one key (source, doc_id): read the desired state from the CMS, read the
+actual state from Qdrant, apply the difference. Level-triggered, so it is idempotent:
+a duplicate, late or reordered event just finds less (or nothing) to do.
+
+Write order is what keeps search whole: new chunk points first (invisible: not yet listed
+in the page record), then one write of the page record that switches the live set, then
+the superseded points are deleted. A pass that dies anywhere leaves the old version serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from connectors.base import Connector, Gone, Page
+from ragsync.chunk import Chunk, Chunker, point_id
+from ragsync.embed import Embedder
+from ragsync.extract import extract
+from ragsync.index import PageRecord, Store
+
+log = logging.getLogger("ragsync.worker")
+
+_PAYLOAD_FIELDS = ("title", "url", "modified", "chunk_index")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one pass did; `embedded` counts texts sent to the model."""
+    action: str               # indexed | updated | unchanged | stale | tombstoned | absent
+    embedded: int = 0
+    deleted: int = 0
+
+    def __str__(self) -> str:
+        return self.action
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Pipeline:
+    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, connectors: dict[str, Connector]) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.chunker = chunker
+        self.connectors = connectors
+
+    def sync(self, source: str, doc_id: str) -> Outcome:
+        result = self.connectors[source].fetch(doc_id)           # FetchError propagates to the queue
+        if isinstance(result, Gone):
+            return self.tombstone(source, doc_id, result.reason)
+        return self.apply(source, result)
+
+    def apply(self, source: str, page: Page) -> Outcome:
+        current = self.store.page(source, page.doc_id)
+        if current and current.state == "live" and page.modified < current.modified:
+            log.info("ignored %s/%s: fetched %s is older than indexed %s", source, page.doc_id,
+                     page.modified, current.modified)
+            return Outcome("stale")
+        chunks = self.chunker.chunk(page.title, extract(page.html))
+        desired = _identify(source, page.doc_id, chunks)
+        existing = self.store.doc_chunks(source, page.doc_id)
+
+        new_ids = [pid for pid in desired if pid not in existing]
+        vectors = self.embedder.embed([desired[pid][1].embed_text for pid in new_ids])
+        now = utcnow()
+        self.store.upsert_chunks([(pid, vec, _payload(source, page, *desired[pid], indexed_at=now))
+                                  for pid, vec in zip(new_ids, vectors)])
+        for pid, (index, _) in desired.items():                  # metadata-only changes: no embedding
+            if pid in existing:
+                want = {"title": page.title, "url": page.url, "modified": page.modified, "chunk_index": index}
+                have = existing[pid].get("metadata", {})
+                changed = {k: v for k, v in want.items() if have.get(k) != v}
+                if changed:
+                    self.store.set_metadata([pid], changed)
+
+        record = PageRecord(source, page.doc_id, "live", page.modified, page.title, page.url,
+                            live_ids=list(desired), indexed_at=now)
+        if not current or _differs(current, record):
+            self.store.put_page(record)                          # the switch: one write
+        stale = [pid for pid in existing if pid not in desired]
+        self.store.delete_chunks(stale)
+        if current and current.state == "live" and not new_ids and not stale and not _differs(current, record):
+            return Outcome("unchanged")
+        return Outcome("updated" if current and current.state == "live" else "indexed", len(new_ids), len(stale))
+
+    def tombstone(self, source: str, doc_id: str, reason: str) -> Outcome:
+        """Hide the page at once (record first), then delete its points; the record stays."""
+        current = self.store.page(source, doc_id)
+        existing = list(self.store.doc_chunks(source, doc_id))
+        if (current is None or current.state == "gone") and not existing:
+            return Outcome("absent")
+        if current is None or current.state != "gone":
+            self.store.put_page(PageRecord(source, doc_id, "gone", current.modified if current else "",
+                                           current.title if current else "", current.url if current else "",
+                                           indexed_at=utcnow(), reason=reason))
+        self.store.delete_chunks(existing)
+        log.info("tombstoned %s/%s (%s): %d point(s)", source, doc_id, reason, len(existing))
+        return Outcome("tombstoned", deleted=len(existing))
+
+
+def _identify(source: str, doc_id: str, chunks: list[Chunk]) -> dict[str, tuple[int, Chunk]]:
+    """Point id → (chunk_index, chunk), in page order. A chunk repeated within a page gets
+    its occurrence number in the id, so identical chunks stay distinct points."""
+    seen: Counter[str] = Counter()
+    out: dict[str, tuple[int, Chunk]] = {}
+    for index, chunk in enumerate(chunks):
+        out[point_id(source, doc_id, chunk.content_hash, seen[chunk.content_hash])] = (index, chunk)
+        seen[chunk.content_hash] += 1
+    return out
+
+
+def _payload(source: str, page: Page, index: int, chunk: Chunk, *, indexed_at: str) -> dict[str, Any]:
+    """LangChain's Qdrant layout: `page_content` + `metadata`."""
+    return {
+        "page_content": chunk.text,
+        "metadata": {
+            "source": source, "doc_id": page.doc_id, "url": page.url, "title": page.title,
+            "modified": page.modified, "chunk_index": index, "content_hash": chunk.content_hash,
+            "heading_path": list(chunk.heading_path), "indexed_at": indexed_at,
+        },
+    }
+
+
+def _differs(a: PageRecord, b: PageRecord) -> bool:
+    return (a.state, a.modified, a.title, a.url, a.live_ids) != (b.state, b.modified, b.title, b.url, b.live_ids)
