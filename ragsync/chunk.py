@@ -58,7 +58,7 @@ class Chunker:
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def chunk(self, title: str, blocks: list[Block]) -> list[Chunk]:
+    def chunk(self, blocks: list[Block]) -> list[Chunk]:
         chunks: list[Chunk] = []
         section: list[str] = []
         size = 0
@@ -67,7 +67,7 @@ class Chunker:
         def close() -> None:
             nonlocal size
             if section:
-                chunks.append(self._make(title, path or (), "\n\n".join(section)))
+                chunks.append(self._make(path or (), "\n\n".join(section)))
             section.clear()
             size = 0
 
@@ -85,9 +85,10 @@ class Chunker:
         close()
         return chunks
 
-    def _make(self, title: str, path: tuple[str, ...], text: str) -> Chunk:
-        context = [title] + [h for h in path if h != title]
-        prefix = " > ".join(c for c in context if c)
+    def _make(self, path: tuple[str, ...], text: str) -> Chunk:
+        """The heading path goes into what the model reads (it locates the text); the page
+        title does not, so renaming a page is a payload update, not a re-embed."""
+        prefix = " > ".join(path)
         ids = self.tokenizer.encode(prefix, add_special_tokens=False).ids
         if len(ids) > MAX_PREFIX_TOKENS:
             prefix = self.tokenizer.decode(ids[:MAX_PREFIX_TOKENS])

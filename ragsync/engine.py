@@ -37,6 +37,10 @@ class SearchResult:
         return {"id": self.id, "score": round(self.score, 6), "text": self.text, **self.metadata}
 
 
+def _page_key(payload: dict[str, Any]) -> tuple[str, str]:
+    return payload["metadata"]["source"], payload["metadata"]["doc_id"]
+
+
 class Engine:
     def __init__(self, config: Config, *, embedder: Embedder | None = None, store: Store | None = None) -> None:
         self.config = config
@@ -67,18 +71,30 @@ class Engine:
         return outcome
 
     def search(self, query: str, limit: int = 10, source: str | None = None) -> list[SearchResult]:
-        """Nearest chunks whose page lists them as live: a page mid-update shows its old
-        version or its new one, never a mix. Over-fetches to make up for hidden points."""
-        vector = self.embedder.embed([query])[0]
+        return self.search_vector(self.embedder.embed([query])[0], limit, source)
+
+    def search_vector(self, vector: list[float], limit: int = 10, source: str | None = None) -> list[SearchResult]:
+        """Nearest chunks of one whole version per page: the page record lists the live
+        chunk ids (and the previous version's, for a query that ran just before a switch
+        whose record it then read). Never a mix of versions, never a half page; over-fetches
+        to make up for hidden points."""
         match = {"metadata.source": source} if source else None
         fetch = limit * 2 + 8
         while True:
             hits = self.store.search(vector, fetch, match)
-            keys = {(h.payload["metadata"]["source"], h.payload["metadata"]["doc_id"]) for h in hits}
-            live = {key: set(rec.live_ids) for key, rec in self.store.pages(keys).items() if rec.state == "live"}
+            by_page: dict[tuple[str, str], set[str]] = {}
+            for h in hits:
+                by_page.setdefault(_page_key(h.payload), set()).add(h.id)
+            visible: set[str] = set()
+            for key, rec in self.store.pages(by_page).items():
+                if rec.state != "live":
+                    continue
+                for version in (set(rec.live_ids), set(rec.previous_ids)):
+                    if by_page[key] & version:
+                        visible |= by_page[key] & version
+                        break
             results = [SearchResult(h.id, h.score, h.payload.get("page_content", ""), h.payload["metadata"])
-                       for h in hits
-                       if h.id in live.get((h.payload["metadata"]["source"], h.payload["metadata"]["doc_id"]), ())]
+                       for h in hits if h.id in visible]
             if len(results) >= limit or len(hits) < fetch or fetch >= limit * 32:
                 return results[:limit]
             fetch *= 4

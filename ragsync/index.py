@@ -36,6 +36,7 @@ class PageRecord:
     title: str = ""
     url: str = ""
     live_ids: list[str] = field(default_factory=list)
+    previous_ids: list[str] = field(default_factory=list)   # the version before the last switch
     indexed_at: str = ""
     reason: str = ""                            # why it is gone
 

@@ -60,7 +60,7 @@ class Pipeline:
             log.info("ignored %s/%s: fetched %s is older than indexed %s", source, page.doc_id,
                      page.modified, current.modified)
             return Outcome("stale")
-        chunks = self.chunker.chunk(page.title, extract(page.html))
+        chunks = self.chunker.chunk(extract(page.html))
         desired = _identify(source, page.doc_id, chunks)
         existing = self.store.doc_chunks(source, page.doc_id)
 
@@ -77,8 +77,10 @@ class Pipeline:
                 if changed:
                     self.store.set_metadata([pid], changed)
 
+        live_before = current.live_ids if current and current.state == "live" else []
         record = PageRecord(source, page.doc_id, "live", page.modified, page.title, page.url,
-                            live_ids=list(desired), indexed_at=now)
+                            live_ids=list(desired), indexed_at=now,
+                            previous_ids=live_before if live_before != list(desired) else current.previous_ids)
         if not current or _differs(current, record):
             self.store.put_page(record)                          # the switch: one write
         stale = [pid for pid in existing if pid not in desired]

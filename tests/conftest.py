@@ -1,0 +1,155 @@
+"""Shared fixtures: the real model (loaded once), a fake WordPress over HTTP, and a real
+ragsync daemon (Flask over HTTP + huey consumer threads + embedded Qdrant) per test."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from werkzeug.serving import make_server
+
+from connectors.standard_webhooks import sign
+from ragsync import config as config_mod
+from ragsync.embed import Embedder
+from ragsync.engine import Engine
+from ragsync.web import create_app
+from tests.fakes import FakeWordPress
+
+SECRET = "whsec_" + base64.b64encode(b"ragsync-test-secret-0123456789").decode()
+SECRET_ENV = "RAGSYNC_TEST_SECRET"
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    emb = Embedder()
+    emb.model                                   # load once for the whole session
+    return emb
+
+
+@pytest.fixture(autouse=True)
+def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    monkeypatch.setenv("RAGSYNC_ADMIN_TOKEN", ADMIN_TOKEN)
+
+
+@pytest.fixture
+def wp() -> Iterator[FakeWordPress]:
+    fake = FakeWordPress()
+    yield fake
+    fake.close()
+
+
+def write_config(tmp_path: Path, sources: str, extra: str = "", port: int = 8787) -> Path:
+    path = tmp_path / "ragsync.toml"
+    path.write_text(f'data_dir = "var"\n[server]\nport = {port}\n{extra}\n{sources}\n', encoding="utf-8")
+    return path
+
+
+def wp_source(wp: FakeWordPress, name: str = "blog") -> str:
+    return (f'[[sources]]\nname = "{name}"\ntype = "wordpress"\nbase_url = "{wp.url}"\n'
+            f'webhook_secret_env = "{SECRET_ENV}"\n')
+
+
+def signed(body: dict | bytes, *, secret: str = SECRET, timestamp: int | None = None,
+           msg_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    ts = int(time.time()) if timestamp is None else timestamp
+    headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts),
+               "webhook-signature": sign(secret, msg_id, ts, raw)}
+    return raw, headers
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll a condition (never a fixed sleep): fail with a clear message on timeout."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Daemon:
+    """A real ragsync in this process: Flask over HTTP, consumer threads, embedded Qdrant."""
+
+    def __init__(self, config_path: Path, embedder: Embedder, workers: int = 2, consume: bool = True) -> None:
+        self.config = config_mod.load(config_path)
+        self.engine = Engine(self.config, embedder=embedder)
+        self.server = make_server("127.0.0.1", 0, create_app(self.engine), threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        if consume:
+            self.engine.queue.start(workers)
+
+    def webhook(self, source: str, body: dict | bytes, **kwargs) -> httpx.Response:
+        raw, headers = signed(body, **kwargs)
+        return self.http.post(f"/webhooks/{source}", content=raw, headers=headers)
+
+    def wp_event(self, post_id: int, type_: str = "post.updated", post_type: str = "post",
+                 source: str = "blog") -> httpx.Response:
+        resp = self.webhook(source, {"type": type_, "id": post_id, "post_type": post_type})
+        assert resp.status_code == 202, resp.text
+        return resp
+
+    def idle(self, timeout: float = 120.0) -> None:
+        wait_for(lambda: not self.engine.queue.pending(), timeout, "the queue to drain")
+
+    def search(self, q: str, limit: int = 10, **params) -> list[dict]:
+        resp = self.http.get("/search", params={"q": q, "limit": limit, **params})
+        assert resp.status_code == 200, resp.text
+        return resp.json()["results"]
+
+    def doc_texts(self, source: str, doc_id: str) -> list[str]:
+        """The chunk texts Qdrant holds for a page, in page order."""
+        points = self.engine.store.doc_chunks(source, doc_id).values()
+        return [p["page_content"] for p in sorted(points, key=lambda p: p["metadata"]["chunk_index"])]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.http.close()
+        self.engine.close()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path, embedder: Embedder) -> Iterator[Callable[..., Daemon]]:
+    made: list[Daemon] = []
+
+    def make(sources: str, extra: str = "", **kwargs) -> Daemon:
+        d = Daemon(write_config(tmp_path, sources, extra), embedder, **kwargs)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.close()
+
+
+@pytest.fixture
+def daemon(wp: FakeWordPress, daemon_factory) -> Daemon:
+    return daemon_factory(wp_source(wp))
+
+
+def page_html(paragraphs: list[str], title: str = "Guide") -> str:
+    body = "".join(f"<p>{p}</p>" for p in paragraphs)
+    return f"<h1>{title}</h1><h2>Part one</h2>{body}"
+
+
+def words(seed: int, n: int) -> str:
+    """Deterministic English-ish filler text (distinct per seed) for long pages."""
+    vocab = ("cargo crate build module trait borrow lifetime vector iterator closure thread channel "
+             "mutex ownership reference slice string option result error panic macro test feature "
+             "workspace registry publish version manifest profile target compile link").split()
+    out, x = [], seed * 7919 + 13
+    for _ in range(n):
+        x = (x * 1103515245 + 12345) % 2**31
+        out.append(vocab[x % len(vocab)])
+    return " ".join(out).capitalize() + "."

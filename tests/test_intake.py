@@ -1,0 +1,144 @@
+"""The webhook door (DESIGN properties 6 and 7): every bad delivery gets a clear 4xx with a
+JSON reason, nothing is queued, the index is untouched, and no secret leaks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+
+from connectors.standard_webhooks import sign, verify
+from ragsync.errors import Rejected
+from tests.conftest import SECRET, signed
+from tests.fakes import FakeWordPress
+
+BODY = {"type": "post.published", "id": 5, "post_type": "post"}
+
+
+def test_standard_webhooks_reference_vector():
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == expected
+    headers = {"webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek", "webhook-timestamp": "1614265330",
+               "webhook-signature": f"v1,bm90IHRoaXMgb25l {expected}"}      # several signatures: any may match
+    assert verify(secret, headers, body, now=1614265330 + 10, tolerance_s=300) == "msg_p5jXN8AQM9LWM0D4loKWxJek"
+    with pytest.raises(Rejected):
+        verify(secret, headers, body + b" ", now=1614265330, tolerance_s=300)
+
+
+def _assert_nothing_queued(daemon):
+    assert daemon.engine.queue.pending() == []
+    assert daemon.engine.queue.huey.pending_count() == 0
+
+
+@pytest.fixture
+def indexed(daemon, wp: FakeWordPress):
+    """A daemon with one page indexed, so tests can check nothing already indexed is lost."""
+    wp.publish(5, "Kept", "<p>This page must survive every rejected request.</p>")
+    daemon.wp_event(5, "post.published")
+    daemon.idle()
+    return daemon, daemon.engine.store.doc_chunks("blog", "5")
+
+
+def _post(daemon, raw: bytes, headers: dict, source: str = "blog"):
+    return daemon.http.post(f"/webhooks/{source}", content=raw, headers=headers)
+
+
+@pytest.mark.parametrize("mutate, status", [
+    (lambda raw, h: (raw, {**h, "webhook-signature": "v1,AAAA"}), 401),
+    (lambda raw, h: (raw.replace(b"5", b"6"), h), 401),                                   # body tampered
+    (lambda raw, h: (raw, {k: v for k, v in h.items() if k != "webhook-signature"}), 401),
+    (lambda raw, h: (raw, {k: v for k, v in h.items() if k != "webhook-id"}), 401),
+    (lambda raw, h: (raw, {**h, "webhook-timestamp": "yesterday"}), 401),
+    (lambda raw, h: (raw, {**h, "content-type": "text/plain"}), 415),
+])
+def test_rejections(indexed, mutate, status):
+    daemon, before = indexed
+    raw, headers = signed(BODY)
+    resp = _post(daemon, *mutate(raw, headers))
+    assert resp.status_code == status
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.json()["error"]
+    _assert_nothing_queued(daemon)
+    assert daemon.engine.store.doc_chunks("blog", "5") == before
+
+
+@pytest.mark.parametrize("age", [-301, 301, 3600])
+def test_stale_or_future_timestamps_are_refused(indexed, age):
+    daemon, _ = indexed
+    resp = _post(daemon, *signed(BODY, timestamp=int(time.time()) - age))
+    assert resp.status_code == 401 and "timestamp" in resp.json()["error"]
+    _assert_nothing_queued(daemon)
+
+
+def test_wrong_secret_is_refused(indexed):
+    daemon, _ = indexed
+    other = "whsec_" + "QUJDREVGR0hJSktMTU5PUA=="
+    resp = _post(daemon, *signed(BODY, secret=other))
+    assert resp.status_code == 401
+    _assert_nothing_queued(daemon)
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"{not json", 400),
+    (b"[1, 2, 3]", 400),
+    (b'"a string"', 400),
+    (b"\xff\xfe\x00garbage", 400),
+    (json.dumps({"type": "post.published", "id": "../../etc/passwd"}).encode(), 400),
+    (json.dumps({"type": "post.published", "id": True}).encode(), 400),
+    (json.dumps({"type": "post.published"}).encode(), 400),
+])
+def test_signed_but_malformed_bodies_get_400(indexed, raw, status):
+    daemon, before = indexed
+    resp = _post(daemon, *signed(raw))
+    assert resp.status_code == status, resp.text
+    _assert_nothing_queued(daemon)
+    assert daemon.engine.store.doc_chunks("blog", "5") == before
+
+
+def test_oversize_body_gets_413(indexed):
+    daemon, before = indexed
+    raw, headers = signed(b'{"type": "post.published", "id": 5, "pad": "' + b"x" * (2 * 1024 * 1024) + b'"}')
+    resp = _post(daemon, raw, headers)
+    assert resp.status_code == 413 and resp.json()["error"] == "body too large"
+    _assert_nothing_queued(daemon)
+
+
+def test_unknown_source_and_wrong_method(indexed):
+    daemon, _ = indexed
+    resp = _post(daemon, *signed(BODY), source="nope")
+    assert resp.status_code == 404 and "unknown source" in resp.json()["error"]
+    assert daemon.http.get("/webhooks/blog").status_code == 405
+    assert daemon.http.get("/webhooks/blog").json()["error"] == "method not allowed"
+    _assert_nothing_queued(daemon)
+
+
+def test_search_input_errors_are_400(daemon):
+    assert daemon.http.get("/search").status_code == 400
+    assert daemon.http.get("/search", params={"q": "x", "limit": "lots"}).status_code == 400
+    assert daemon.http.get("/search", params={"q": "x", "limit": "0"}).status_code == 400
+    assert daemon.http.get("/search", params={"q": "x", "source": "nope"}).status_code == 400
+
+
+def test_admin_api_needs_the_token(daemon):
+    assert daemon.http.get("/admin/status").status_code == 401
+    assert daemon.http.get("/admin/status", headers={"authorization": "Bearer wrong"}).status_code == 401
+    ok = daemon.http.get("/admin/status", headers={"authorization": "Bearer test-admin-token"})
+    assert ok.status_code == 200 and "points" in ok.json()
+
+
+def test_no_secret_in_logs_or_error_bodies(indexed, caplog):
+    daemon, _ = indexed
+    caplog.set_level(logging.DEBUG)
+    bodies = []
+    for raw, headers in (signed(BODY, secret="whsec_" + "QUJDREVGR0hJSktMTU5PUA=="), signed(b"{bad"),
+                         signed(BODY, timestamp=1)):
+        bodies.append(_post(daemon, raw, headers).text)
+    daemon.wp_event(5, "post.updated")
+    daemon.idle()
+    secret_core = SECRET.removeprefix("whsec_")
+    for text in bodies + [caplog.text]:
+        assert secret_core not in text and "test-admin-token" not in text
