@@ -1,0 +1,129 @@
+"""The `ragsync` command against a real `ragsync serve` process (over the admin API) and
+against the store directly when no daemon runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, SECRET_ENV, signed, wait_for
+
+DEMO_PAGES = Path(__file__).resolve().parent.parent / "config" / "demo" / "pages"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ragsync(cfg: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "ragsync", "--config", str(cfg), *args],
+                          capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def files_config(tmp_path: Path) -> Path:
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    for name in ("ch04-01-what-is-ownership", "guide-dependencies", "ch16-01-threads"):
+        shutil.copy(DEMO_PAGES / f"{name}.html", pages / f"{name}.html")
+    cfg = tmp_path / "ragsync.toml"
+    cfg.write_text(f'data_dir = "var"\n[server]\nport = {free_port()}\n'
+                   f'[[sources]]\nname = "docs"\ntype = "files"\npath = "pages"\nwebhook_secret_env = "{SECRET_ENV}"\n')
+    return cfg
+
+
+def test_commands_with_and_without_a_running_daemon(files_config: Path, tmp_path: Path):
+    port = int(files_config.read_text().split("port = ")[1].split()[0])
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "ragsync", "--config", str(files_config), "serve"],
+                            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        def indexed() -> bool:
+            try:
+                status = httpx.get(f"{url}/admin/status", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+            except httpx.HTTPError:
+                return False
+            return status["sources"]["docs"]["pages_live"] == 3 and status["pending"] == 0
+        wait_for(indexed, 180, "the daemon to index the pages")
+        assert httpx.get(f"{url}/readyz").status_code == 200
+
+        # over HTTP while the daemon holds the store
+        out = ragsync(files_config, "search", "how do I add a dependency to Cargo.toml", "--json").stdout
+        results = json.loads(out)["results"]
+        assert results and results[0]["doc_id"] == "guide-dependencies"
+        status = json.loads(ragsync(files_config, "status", "--json").stdout)
+        assert status["daemon"] == url and status["points"] > 0
+        lines = ragsync(files_config, "export").stdout.splitlines()
+        assert len(lines) == status["points"]
+        assert all({"page_content", "metadata"} <= set(json.loads(line)) for line in lines)
+        report = json.loads(ragsync(files_config, "reconcile", "--json").stdout)["reports"][0]
+        assert report["unchanged"] == 3 and not report["errors"]
+
+        # a webhook for a new file, then for its deletion
+        page = tmp_path / "pages" / "extra.html"
+        page.write_text("<title>Extra</title><h1>Extra</h1><p>Zebras graze on the savanna at dawn.</p>")
+        raw, headers = signed({"id": "extra"})
+        assert httpx.post(f"{url}/webhooks/docs", content=raw, headers=headers).status_code == 202
+        wait_for(lambda: "extra" in ragsync(files_config, "search", "zebras savanna", "--json").stdout, 60,
+                 "the new page to become searchable")
+        page.unlink()
+        raw, headers = signed({"id": "extra"})
+        httpx.post(f"{url}/webhooks/docs", content=raw, headers=headers)
+        wait_for(lambda: '"extra"' not in ragsync(files_config, "export").stdout, 60, "the page to be removed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
+
+    # no daemon: the same commands open the store themselves
+    results = json.loads(ragsync(files_config, "search", "ownership rules", "--json").stdout)["results"]
+    assert results and results[0]["source"] == "docs"
+    status = json.loads(ragsync(files_config, "status", "--json").stdout)
+    assert status["daemon"] is None and status["sources"]["docs"]["pages_live"] == 3
+    text = ragsync(files_config, "search", "threads").stdout
+    assert "Using Threads" in text
+    (tmp_path / "pages" / "ch16-01-threads.html").unlink()
+    guarded = ragsync(files_config, "reconcile", check=False)        # 1 of 3 pages is past the 20 % guard
+    assert guarded.returncode == 1 and "mass-deletion guard" in guarded.stdout
+    assert "ch16-01-threads" in ragsync(files_config, "export").stdout
+    report = json.loads(ragsync(files_config, "reconcile", "--force", "--json").stdout)["reports"][0]
+    assert report["tombstoned"] == ["ch16-01-threads"]
+    assert "ch16-01-threads" not in ragsync(files_config, "export").stdout
+
+
+def test_admin_commands_against_a_daemon_need_the_token(files_config: Path, tmp_path: Path, monkeypatch):
+    """With the daemon up and no token in the environment, status says what to set."""
+    port = int(files_config.read_text().split("port = ")[1].split()[0])
+    proc = subprocess.Popen([sys.executable, "-m", "ragsync", "--config", str(files_config), "serve"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        wait_for(lambda: _up(port), 120, "the daemon")
+        monkeypatch.delenv("RAGSYNC_ADMIN_TOKEN")
+        res = ragsync(files_config, "status", check=False)
+        assert res.returncode == 1 and "set RAGSYNC_ADMIN_TOKEN" in res.stderr and "Traceback" not in res.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def _up(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False

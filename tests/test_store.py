@@ -1,0 +1,78 @@
+"""Both stores behind one interface: the embedded engine, and qdrant-client (the server
+path) checked in qdrant-client's local mode, which takes the same calls a server gets."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from qdrant_client import QdrantClient
+
+from ragsync.index import ClientStore, EdgeStore, PageRecord
+from tests.conftest import page_html, write_config, wp_source
+
+
+@pytest.fixture(params=["edge", "client"])
+def store(request, tmp_path):
+    s = EdgeStore(tmp_path / "edge", 4) if request.param == "edge" else \
+        ClientStore(QdrantClient(path=str(tmp_path / "local")), "ragsync", 4)
+    yield s
+    s.close()
+
+
+def _point(i: int, doc: str, source: str = "blog"):
+    rnd = random.Random(i)
+    return (f"00000000-0000-0000-0000-{i:012d}", [rnd.random() for _ in range(4)],
+            {"page_content": f"chunk {i}", "metadata": {"source": source, "doc_id": doc, "chunk_index": i}})
+
+
+def test_store_contract(store):
+    store.upsert_chunks([_point(i, "a") for i in range(3)] + [_point(9, "b"), _point(10, "c", "other")])
+    assert set(store.doc_chunks("blog", "a")) == {_point(i, "a")[0] for i in range(3)}
+    assert store.count_chunks() == 5 and store.count_chunks({"metadata.source": "blog"}) == 4
+
+    store.set_metadata([_point(0, "a")[0]], {"title": "T", "chunk_index": 7})
+    meta = store.doc_chunks("blog", "a")[_point(0, "a")[0]]["metadata"]
+    assert meta == {"source": "blog", "doc_id": "a", "chunk_index": 7, "title": "T"}
+
+    hits = store.search(_point(9, "b")[1], 2, {"metadata.doc_id": "b"})
+    assert [h.id for h in hits] == [_point(9, "b")[0]] and hits[0].payload["page_content"] == "chunk 9"
+
+    store.delete_chunks([_point(1, "a")[0]])
+    assert len(store.doc_chunks("blog", "a")) == 2
+    assert store.writes == 3
+
+    rec = PageRecord("blog", "a", "live", "2026-01-01T00:00:00Z", "T", "u", live_ids=["x", "y"])
+    store.put_page(rec)
+    store.put_page(PageRecord("other", "c", "gone", reason="not found"))
+    assert store.page("blog", "a") == rec
+    assert store.page("blog", "zzz") is None
+    assert [r.doc_id for r in store.iter_pages("blog")] == ["a"]
+    assert len(list(store.iter_pages())) == 2
+    assert len(list(store.iter_chunks())) == 4
+
+
+def test_the_whole_pass_runs_on_qdrant_client(tmp_path, embedder, wp):
+    """The server path: the same loop through qdrant-client (local mode stands in for a server)."""
+    cfg = write_config(tmp_path, wp_source(wp))
+    from ragsync import config as config_mod
+    from ragsync.engine import Engine
+    store = ClientStore(QdrantClient(path=str(tmp_path / "qdrant-local")), "ragsync", embedder.dim)
+    engine = Engine(config_mod.load(cfg), embedder=embedder, store=store)
+    try:
+        wp.publish(1, "Traits", page_html(["Traits define shared behavior in an abstract way.", "Second part."]))
+        engine.queue.add("blog", "1")
+        engine.queue.drain()
+        results = engine.search("shared behavior", 3)
+        assert results and results[0].metadata["doc_id"] == "1"
+        wp.edit(1, html=page_html(["Traits define shared behavior in an abstract way.", "Edited part."]))
+        embedded = embedder.embedded
+        engine.queue.add("blog", "1")
+        engine.queue.drain()
+        assert embedder.embedded - embedded == 1
+        wp.edit(1, status="draft")
+        engine.queue.add("blog", "1")
+        engine.queue.drain()
+        assert store.doc_chunks("blog", "1") == {} and store.page("blog", "1").state == "gone"
+    finally:
+        engine.close()
