@@ -33,6 +33,7 @@ class Gone:
     """The document is not published (deleted, draft, private, trashed, protected)."""
     doc_id: str
     reason: str
+    modified: str = ""     # when the CMS still shows it (e.g. password-protected): its modified time
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 from ragsync.errors import ConfigError
 
 _TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "sources"}
-_SERVER_KEYS = {"host", "port", "admin_token_env", "workers", "max_body_bytes", "timestamp_tolerance_s"}
+_SERVER_KEYS = {"host", "port", "admin_token_env", "workers", "max_body_bytes", "timestamp_tolerance_s",
+                "reconcile_on_start"}
 _QDRANT_KEYS = {"collection", "url", "api_key_env"}
 _QUEUE_KEYS = {"max_attempts", "backoff_base_s", "backoff_max_s"}
 _CHUNKING_KEYS = {"max_tokens"}
@@ -48,6 +49,7 @@ class Config:
     workers: int = 2
     max_body_bytes: int = 1024 * 1024
     timestamp_tolerance_s: int = 300
+    reconcile_on_start: bool = True
     collection: str = "ragsync"
     qdrant_url: str | None = None
     qdrant_api_key_env: str | None = None
@@ -141,6 +143,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         workers=_get(server, "workers", int, 2),
         max_body_bytes=_get(server, "max_body_bytes", int, 1024 * 1024),
         timestamp_tolerance_s=_get(server, "timestamp_tolerance_s", int, 300),
+        reconcile_on_start=_get(server, "reconcile_on_start", bool, True),
         collection=_get(qdrant, "collection", str, "ragsync"),
         qdrant_url=_get(qdrant, "url", str, None),
         qdrant_api_key_env=_get(qdrant, "api_key_env", str, None),
@@ -168,7 +171,7 @@ def _table(raw: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
 
 def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
     value = table.get(key, default)
-    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+    if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
         raise ConfigError(f"{key}: expected {getattr(kind, '__name__', 'a number')}, got {value!r}")
     return value
 

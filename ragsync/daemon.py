@@ -29,7 +29,8 @@ def serve(config: Config) -> None:
         engine.queue.start(config.workers)
         for sig in (signal.SIGTERM, signal.SIGINT):   # shutdown() blocks: call it off the main thread
             signal.signal(sig, lambda *_: threading.Thread(target=server.shutdown).start())
-        threading.Thread(target=_startup_reconcile, args=(engine,), daemon=True, name="reconcile").start()
+        if config.reconcile_on_start:
+            threading.Thread(target=_startup_reconcile, args=(engine,), daemon=True, name="reconcile").start()
         log.info("ragsync listening on http://%s:%s (data in %s)", config.host, config.port, config.data_dir)
         server.serve_forever()
     finally:

@@ -1,5 +1,6 @@
-"""The embedding model: all-MiniLM-L6-v2 from its pip package, loaded once per process,
-used from worker threads under one lock (two encodes at once only thrash 2 cores)."""
+"""The embedding model: all-MiniLM-L6-v2 from its pip package, loaded once per process.
+`cpu` is the one lock for CPU-bound work: torch already uses every core, so two encodes (or
+an encode beside an HTML parse) at once only thrash; passes overlap their I/O, not this."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class Embedder:
         self.batch_size = batch_size
         self.dim = DIM
         self.embedded = 0                       # texts encoded since start (for tests and metrics)
-        self._lock = threading.Lock()
+        self.cpu = threading.RLock()
 
     @property
     def tokenizer_file(self) -> Path:
@@ -33,7 +34,7 @@ class Embedder:
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        with self._lock:
+        with self.cpu:
             vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                         convert_to_numpy=True, show_progress_bar=False)
             self.embedded += len(texts)

@@ -11,6 +11,7 @@ never sees half a page. Both live in Qdrant: there is no second database to drif
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
@@ -122,26 +123,29 @@ class Store:
 
 
 def _guarded(fn):
+    """Wrap a store method (or generator) so that any client error surfaces as StoreError."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*args, **kwargs):
-            try:
+            with _as_store_error():
                 yield from fn(*args, **kwargs)
-            except StoreError:
-                raise
-            except Exception as exc:
-                raise StoreError(f"Qdrant: {type(exc).__name__}: {exc}") from exc
         return gen
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        try:
+        with _as_store_error():
             return fn(*args, **kwargs)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"Qdrant: {type(exc).__name__}: {exc}") from exc
     return call
+
+
+@contextlib.contextmanager
+def _as_store_error() -> Iterator[None]:
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"Qdrant: {type(exc).__name__}: {exc}") from exc
 
 
 def _record(payload: dict[str, Any]) -> PageRecord:

@@ -62,7 +62,9 @@ def plan(engine, source: str, force: bool = False, max_delete_share: float = MAX
 
     for doc_id, modified in listed.items():
         rec = records.get(doc_id)
-        if rec is None or rec.state != "live":
+        if rec is not None and rec.state == "gone" and rec.modified == modified and doc_id not in held:
+            report.unchanged += 1                   # listed but known not public at this revision
+        elif rec is None or rec.state != "live":
             report.added.append(doc_id)
         elif rec.modified != modified:
             report.updated.append(doc_id)

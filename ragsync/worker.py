@@ -51,7 +51,7 @@ class Pipeline:
     def sync(self, source: str, doc_id: str) -> Outcome:
         result = self.connectors[source].fetch(doc_id)           # FetchError propagates to the queue
         if isinstance(result, Gone):
-            return self.tombstone(source, doc_id, result.reason)
+            return self.tombstone(source, doc_id, result.reason, result.modified)
         return self.apply(source, result)
 
     def apply(self, source: str, page: Page) -> Outcome:
@@ -60,12 +60,11 @@ class Pipeline:
             log.info("ignored %s/%s: fetched %s is older than indexed %s", source, page.doc_id,
                      page.modified, current.modified)
             return Outcome("stale")
-        chunks = self.chunker.chunk(extract(page.html))
-        desired = _identify(source, page.doc_id, chunks)
-        existing = self.store.doc_chunks(source, page.doc_id)
-
-        new_ids = [pid for pid in desired if pid not in existing]
-        vectors = self.embedder.embed([desired[pid][1].embed_text for pid in new_ids])
+        with self.embedder.cpu:                                  # parse and embed: one CPU-bound step at a time
+            desired = _identify(source, page.doc_id, self.chunker.chunk(extract(page.html)))
+            existing = self.store.doc_chunks(source, page.doc_id)
+            new_ids = [pid for pid in desired if pid not in existing]
+            vectors = self.embedder.embed([desired[pid][1].embed_text for pid in new_ids])
         now = utcnow()
         self.store.upsert_chunks([(pid, vec, _payload(source, page, *desired[pid], indexed_at=now))
                                   for pid, vec in zip(new_ids, vectors)])
@@ -89,17 +88,18 @@ class Pipeline:
             return Outcome("unchanged")
         return Outcome("updated" if current and current.state == "live" else "indexed", len(new_ids), len(stale))
 
-    def tombstone(self, source: str, doc_id: str, reason: str) -> Outcome:
-        """Hide the page at once (record first), then delete its points; the record stays."""
+    def tombstone(self, source: str, doc_id: str, reason: str, modified: str = "") -> Outcome:
+        """Hide the page at once (record first), then delete its points. The record stays,
+        with the revision the CMS still lists it at, if any, so reconcile need not refetch."""
         current = self.store.page(source, doc_id)
         existing = list(self.store.doc_chunks(source, doc_id))
-        if (current is None or current.state == "gone") and not existing:
-            return Outcome("absent")
-        if current is None or current.state != "gone":
-            self.store.put_page(PageRecord(source, doc_id, "gone", current.modified if current else "",
-                                           current.title if current else "", current.url if current else "",
-                                           indexed_at=utcnow(), reason=reason))
+        known = current is not None and current.state == "gone" and current.modified == modified
+        if not known and (current is not None or modified):
+            self.store.put_page(PageRecord(source, doc_id, "gone", modified, current.title if current else "",
+                                           current.url if current else "", indexed_at=utcnow(), reason=reason))
         self.store.delete_chunks(existing)
+        if not existing and (known or current is None or current.state == "gone"):
+            return Outcome("absent")
         log.info("tombstoned %s/%s (%s): %d point(s)", source, doc_id, reason, len(existing))
         return Outcome("tombstoned", deleted=len(existing))
 

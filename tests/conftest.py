@@ -153,3 +153,61 @@ def words(seed: int, n: int) -> str:
         x = (x * 1103515245 + 12345) % 2**31
         out.append(vocab[x % len(vocab)])
     return " ".join(out).capitalize() + "."
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """`ragsync serve` as a real child process (for kill -9, SIGTERM and CLI-over-HTTP tests)."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        import os
+        import subprocess
+        import sys
+        self.config = config_mod.load(config_path)
+        self.url = self.config.base_url
+        self.log = open(log_path, "a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ragsync", "--config", str(config_path), "serve"],
+                                     stdout=self.log, stderr=self.log, env=os.environ.copy())
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        wait_for(self._ready, 180, f"ragsync serve on {self.url}")
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"ragsync serve exited with {self.proc.returncode}")
+        try:
+            return self.http.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def admin(self, path: str) -> dict:
+        return self.http.get(path, headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+
+    def idle(self, timeout: float = 180) -> None:
+        wait_for(lambda: self.admin("/admin/status")["pending"] == 0, timeout, "the daemon's queue to drain")
+
+    def webhook(self, source: str, body: dict) -> httpx.Response:
+        raw, headers = signed(body)
+        return self.http.post(f"/webhooks/{source}", content=raw, headers=headers)
+
+    def kill(self) -> None:
+        import signal
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self.close()
+
+    def stop(self) -> int:
+        import signal
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(120)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        self.http.close()
+        self.log.close()

@@ -106,7 +106,9 @@ class FakeWordPress:
                 return failure
             per_page = int(request.args.get("per_page", 10))
             page = int(request.args.get("page", 1))
-            items = sorted((p for p in self.posts.values() if p.type == BASES.get(base) and p.status == "publish"),
+            with self.lock:
+                posts = list(self.posts.values())
+            items = sorted((p for p in posts if p.type == BASES.get(base) and p.status == "publish"),
                            key=lambda p: p.id)
             pages = max(1, -(-len(items) // per_page))
             if page > pages:

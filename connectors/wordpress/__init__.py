@@ -44,17 +44,18 @@ class WordPressConnector(Connector):
             if resp.status_code in (404, 410):
                 continue                      # wrong post type, or deleted: try the next base
             post = _json(resp)
+            modified = iso_utc(post.get("modified_gmt") or post.get("modified"))
             if post.get("status", "publish") != "publish":
                 return Gone(doc_id, f"status {post.get('status')}")
             content = post.get("content") or {}
             if content.get("protected"):
-                return Gone(doc_id, "password-protected")
+                return Gone(doc_id, "password-protected", modified)   # still listed: remember the revision
             return Page(
                 doc_id=doc_id,
                 title=html.unescape(_TAG.sub("", (post.get("title") or {}).get("rendered", ""))).strip(),
                 url=str(post.get("link", "")),
                 html=str(content.get("rendered", "")),
-                modified=iso_utc(post.get("modified_gmt") or post.get("modified")),
+                modified=modified,
             )
         return Gone(doc_id, "not found")
 

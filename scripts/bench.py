@@ -1,0 +1,248 @@
+"""ragsync benchmark: prints numbers (not a test). Run through `scripts/bench`.
+
+On the shared corpus served by a fake WordPress, with the real model and the default
+embedded store, in one run: the model's raw encode throughput (the baseline), initial sync
+throughput and its ratio to it, an unchanged republish (embeds, writes), a one-paragraph
+edit of a ~2,000-word page (embeds), webhook → searchable freshness at >= 50k points, the
+reconcile of 10,000 pages with 1 % drift, and the process RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+from ragsync import config as config_mod  # noqa: E402
+from ragsync import reconcile  # noqa: E402
+from ragsync.embed import Embedder  # noqa: E402
+from ragsync.engine import Engine  # noqa: E402
+from ragsync.extract import extract  # noqa: E402
+from ragsync.web import create_app  # noqa: E402
+from tests.conftest import SECRET, SECRET_ENV, signed  # noqa: E402
+from tests.fakes import FakeWordPress  # noqa: E402
+
+
+class CachingEmbedder(Embedder):
+    """The real model, plus a cache that the benchmark fills only *after* the measured
+    initial sync, so that replicating the corpus to 50k points costs no embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cache: dict[str, list[float]] = {}
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        for text, vec in zip(missing, super().embed(missing)):
+            self.cache[text] = vec
+        return [self.cache[t] for t in texts]
+
+
+def rss_mb() -> tuple[float, float]:
+    status = Path("/proc/self/status").read_text()
+    get = lambda key: int(re.search(rf"{key}:\s+(\d+)", status).group(1)) / 1024  # noqa: E731
+    return get("VmRSS"), get("VmHWM")
+
+
+def line(label: str, value: str) -> None:
+    print(f"  {label:<58} {value}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus" / "rust-docs.jsonl"))
+    ap.add_argument("--points", type=int, default=50_000, help="grow the index to this many points")
+    ap.add_argument("--edits", type=int, default=60, help="timed webhook edits")
+    ap.add_argument("--reconcile-pages", type=int, default=10_000)
+    args = ap.parse_args()
+    import os
+    os.environ[SECRET_ENV] = SECRET
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    rows = [json.loads(x) for x in open(args.corpus, encoding="utf-8")]
+    tmp = Path(tempfile.mkdtemp(prefix="ragsync-bench-"))
+    wp = FakeWordPress()
+    for i, row in enumerate(rows, 1):
+        wp.publish(i, row["title"], row["html"])
+    cfg_path = tmp / "ragsync.toml"
+    cfg_path.write_text(f'data_dir = "var"\n[[sources]]\nname = "blog"\ntype = "wordpress"\n'
+                        f'base_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
+    embedder = CachingEmbedder()
+    engine = Engine(config_mod.load(cfg_path), embedder=embedder)
+    print(f"ragsync bench — {len(rows)} pages, store {type(engine.store).__name__}, data in {tmp}")
+
+    # 1. baseline: the model alone on exactly the chunks ragsync makes
+    texts = [c.embed_text for row in rows for c in engine.chunker.chunk(extract(row["html"]))]
+    model = embedder.model
+    model.encode(texts[:64], batch_size=32)
+    t = time.perf_counter()
+    vectors = model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+    base_s = time.perf_counter() - t
+    baseline = len(texts) / base_s
+    print("model")
+    line("raw encode of the corpus chunks (baseline)", f"{len(texts)} chunks in {base_s:.1f}s = {baseline:.1f} chunks/s")
+
+    # 2. initial sync through webhooks → queue → passes (cache empty: every chunk really embedded)
+    server = make_server("127.0.0.1", 0, create_app(engine), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    http = httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}", timeout=30)
+
+    def webhook(post_id: int) -> None:
+        raw, headers = signed({"type": "post.updated", "id": post_id, "post_type": "post"})
+        assert http.post("/webhooks/blog", content=raw, headers=headers).status_code == 202
+
+    def idle() -> None:
+        while engine.queue.pending():
+            time.sleep(0.01)
+
+    engine.queue.start(engine.config.workers)
+    t = time.perf_counter()
+    for i in range(1, len(rows) + 1):
+        webhook(i)
+    idle()
+    sync_s = time.perf_counter() - t
+    chunks = engine.store.count_chunks()
+    print("initial sync (webhook → fetch → extract → chunk → embed → upsert)")
+    line("initial sync", f"{chunks} chunks, {embedder.embedded} embedded in {sync_s:.1f}s = "
+                         f"{embedder.embedded / sync_s:.1f} chunks/s")
+    line("ratio to baseline (goal >= 0.85)", f"{embedder.embedded / sync_s / baseline:.2f}")
+
+    # 3. unchanged republish of every page
+    embedded, writes = embedder.embedded, engine.store.writes
+    t = time.perf_counter()
+    for i in range(1, len(rows) + 1):
+        webhook(i)
+    idle()
+    print("unchanged republish of every page")
+    line("embeds / Qdrant writes (goal 0 / 0)", f"{embedder.embedded - embedded} / {engine.store.writes - writes}"
+                                                f"  ({time.perf_counter() - t:.1f}s for {len(rows)} passes)")
+
+    # 4. one-paragraph edit of a ~2,000-word page
+    sizes = {i: len(" ".join(b.text for b in extract(row["html"])).split()) for i, row in enumerate(rows, 1)}
+    target = min(sizes, key=lambda i: abs(sizes[i] - 2000))
+    embedded = embedder.embedded
+    html = wp.posts[target].html
+    paragraphs = [m.start() for m in re.finditer("<p>", html)]
+    at = paragraphs[len(paragraphs) // 2] + 3
+    wp.edit(target, html=html[:at] + "Edited for the benchmark: one new sentence. " + html[at:])
+    webhook(target)
+    idle()
+    print(f"one-paragraph edit of a {sizes[target]}-word page ({rows[target - 1]['slug']})")
+    line("chunks embedded (goal <= 2)", str(embedder.embedded - embedded))
+
+    # 4b. a new ~2,000-word page: signed webhook → searchable (every chunk really embedded)
+    wp.publish(999, rows[target - 1]["title"], wp.posts[target].html)
+    modified = wp.posts[999].modified.strftime("%Y-%m-%dT%H:%M:%SZ")
+    embedded = embedder.embedded
+    t = time.perf_counter()
+    webhook(999)
+    while (rec := engine.store.page("blog", "999")) is None or rec.modified != modified:
+        time.sleep(0.002)
+    line("new page of that size: signed webhook → searchable", f"{(time.perf_counter() - t) * 1000:.0f} ms "
+                                                              f"({embedder.embedded - embedded} chunks embedded)")
+    idle()
+
+    # 5. grow to >= 50k points with replicas (vectors from the baseline: no embedding), then time edits
+    embedder.cache.update(zip(texts, vectors.tolist()))
+    copies = 0
+    t = time.perf_counter()
+    while engine.store.count_chunks() < args.points:
+        copies += 1
+        for i, row in enumerate(rows, 1):
+            wp.publish(copies * 1000 + i, row["title"], row["html"])
+            engine.queue.add("blog", str(copies * 1000 + i))
+        idle()
+    total = engine.store.count_chunks()
+    print(f"freshness at {total} points ({copies} replicas of the corpus, grown in {time.perf_counter() - t:.0f}s)")
+    rnd = random.Random(7)
+    latencies = []
+    for n in range(args.edits):
+        post_id = rnd.randrange(1, len(rows) + 1)
+        html = wp.posts[post_id].html
+        starts = [m.start() for m in re.finditer("<p>", html)] or [0]
+        at = rnd.choice(starts) + 3 if "<p>" in html else 0
+        wp.edit(post_id, html=html[:at] + f"Freshness probe {n} zqx{n}. " + html[at:])
+        modified = wp.posts[post_id].modified.strftime("%Y-%m-%dT%H:%M:%SZ")
+        t = time.perf_counter()
+        webhook(post_id)
+        while (rec := engine.store.page("blog", str(post_id))) is None or rec.modified != modified:
+            time.sleep(0.002)
+        latencies.append(time.perf_counter() - t)
+        idle()
+    hits = engine.search(f"Freshness probe {args.edits - 1} zqx{args.edits - 1}", 100)
+    assert any(f"zqx{args.edits - 1}" in h.text for h in hits), "last edit not searchable"
+    latencies.sort()
+    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+    line(f"webhook → searchable over {len(latencies)} edits (goal p50 <= 300, p99 <= 1000 ms)",
+         f"p50 {p(0.5):.0f} ms, p90 {p(0.9):.0f} ms, p99 {p(0.99):.0f} ms, max {latencies[-1] * 1000:.0f} ms")
+    rss, hwm = rss_mb()
+    print("memory")
+    line("process RSS with the model loaded (goal <= 1,500 MB)", f"{rss:.0f} MB now, {hwm:.0f} MB peak "
+                                                                f"(at {total} points)")
+    server.shutdown()
+    engine.close()
+    wp.close()
+
+    if args.reconcile_pages:
+        bench_reconcile(args.reconcile_pages, texts, vectors.tolist(), tmp / "reconcile")
+
+
+def bench_reconcile(n_pages: int, texts: list[str], vectors: list[list[float]], tmp: Path) -> None:
+    """10,000 small pages, initial sync (vectors cached), 1 % drift, one reconcile."""
+    tmp.mkdir(parents=True)
+    wp = FakeWordPress()
+    paragraphs = [t.split("\n\n", 1)[-1] for t in texts if 20 < len(t) < 600]
+    for i in range(1, n_pages + 1):
+        wp.publish(i, f"Page {i}", f"<p>{paragraphs[i % len(paragraphs)]}</p><p>Page number {i}.</p>")
+    cfg_path = tmp / "ragsync.toml"
+    cfg_path.write_text(f'data_dir = "var"\n[[sources]]\nname = "blog"\ntype = "wordpress"\n'
+                        f'base_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
+    embedder = CachingEmbedder()
+    embedder.cache.update(zip(texts, vectors))
+    engine = Engine(config_mod.load(cfg_path), embedder=embedder)
+    engine.queue.start(2)
+    t = time.perf_counter()
+    reconcile.run(engine, ["blog"])
+    print(f"reconcile ({n_pages} pages, fake CMS)")
+    line("first reconcile (empty index → all pages)", f"{time.perf_counter() - t:.1f}s")
+    rnd = random.Random(11)
+    drift = rnd.sample(range(1, n_pages + 1), n_pages // 100)
+    thirds = len(drift) // 3
+    for i in drift[:thirds]:
+        wp.edit(i, html=f"<p>Drifted page {i} with brand new text.</p>")
+    for i in drift[thirds:2 * thirds]:
+        wp.delete(i)
+    for j in range(len(drift) - 2 * thirds):
+        wp.publish(n_pages + 1 + j, f"New {j}", f"<p>A page created while webhooks were lost, number {j}.</p>")
+    fetched_before = sum(wp.fetches.values())
+    embedded = embedder.embedded
+    t = time.perf_counter()
+    (report,) = reconcile.run(engine, ["blog"], force=False)
+    line("reconcile with 1 % drift (goal < 60 s)", f"{time.perf_counter() - t:.1f}s")
+    line("bodies fetched / chunks embedded", f"{sum(wp.fetches.values()) - fetched_before} / "
+                                             f"{embedder.embedded - embedded}  (drifted pages: {len(drift)})")
+    line("report", report.summary())
+    t = time.perf_counter()
+    fetched_before, embedded = sum(wp.fetches.values()), embedder.embedded
+    (again,) = reconcile.run(engine, ["blog"])
+    line("second reconcile right after", f"{time.perf_counter() - t:.1f}s, {sum(wp.fetches.values()) - fetched_before} "
+                                         f"fetches, {embedder.embedded - embedded} embeds")
+    engine.close()
+    wp.close()
+
+
+if __name__ == "__main__":
+    main()

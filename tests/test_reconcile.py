@@ -1,0 +1,117 @@
+"""`ragsync reconcile` (DESIGN property 5): converges exactly to the CMS's published state,
+audits what Qdrant actually holds, re-embeds nothing that is right, refuses mass deletions."""
+
+from __future__ import annotations
+
+from ragsync import reconcile
+from ragsync.extract import extract
+from tests.conftest import page_html, words
+
+
+def published_state(daemon, wp) -> dict[str, list[str]]:
+    """What the index must hold: each published, unprotected post's chunk texts."""
+    chunker = daemon.engine.chunker
+    return {str(p.id): sorted(c.text for c in chunker.chunk(extract(p.html)))
+            for p in wp.posts.values() if p.status == "publish" and not p.password}
+
+
+def index_state(daemon) -> dict[str, list[str]]:
+    state: dict[str, list[str]] = {}
+    for _, payload in daemon.engine.store.iter_chunks({"metadata.source": "blog"}):
+        state.setdefault(payload["metadata"]["doc_id"], []).append(payload["page_content"])
+    return {k: sorted(v) for k, v in state.items()}
+
+
+def seed(daemon, wp, n: int = 10) -> None:
+    for i in range(1, n + 1):
+        wp.publish(i, f"Page {i}", page_html([words(i, 40), words(i + 100, 40)]))
+    (report,) = reconcile.run(daemon.engine, ["blog"])
+    assert len(report.added) == n and not report.errors
+    assert index_state(daemon) == published_state(daemon, wp)
+
+
+def test_lost_webhooks_for_creates_edits_and_deletes_converge_in_one_run(daemon, wp):
+    seed(daemon, wp)
+    wp.publish(11, "Created silently", page_html([words(11, 50)]))
+    wp.edit(3, html=page_html([words(3, 40), "An edit nobody was told about."]))
+    wp.edit(4, status="draft")
+    wp.edit(5, password="hunter2")
+    wp.delete(6)
+    (report,) = reconcile.run(daemon.engine, ["blog"], force=True)
+    assert report.added == ["11"] and report.updated == ["3", "5"]
+    assert sorted(report.tombstoned) == ["4", "6"]
+    assert index_state(daemon) == published_state(daemon, wp)
+    assert {r.doc_id for r in daemon.engine.store.iter_pages("blog") if r.state == "live"} == \
+        set(published_state(daemon, wp))
+
+
+def test_points_deleted_behind_ragsyncs_back_are_restored(daemon, wp):
+    seed(daemon, wp)
+    store = daemon.engine.store
+    lost = list(store.doc_chunks("blog", "2"))[:1] + list(store.doc_chunks("blog", "7"))
+    store.delete_chunks(lost)                  # the page records still say "indexed"
+    embedded = daemon.engine.embedder.embedded
+    (report,) = reconcile.run(daemon.engine, ["blog"])
+    assert sorted(report.repaired) == ["2", "7"]
+    assert daemon.engine.embedder.embedded - embedded == len(lost)
+    assert index_state(daemon) == published_state(daemon, wp)
+
+
+def test_orphaned_points_are_removed(daemon, wp):
+    seed(daemon, wp, 3)
+    store = daemon.engine.store
+    vector = [0.1] * daemon.engine.embedder.dim
+    store.upsert_chunks([("00000000-0000-0000-0000-00000000beef", vector,
+                          {"page_content": "orphan", "metadata": {"source": "blog", "doc_id": "2"}}),
+                         ("00000000-0000-0000-0000-00000000cafe", vector,
+                          {"page_content": "leak", "metadata": {"source": "blog", "doc_id": "99"}})])
+    (report,) = reconcile.run(daemon.engine, ["blog"])
+    assert report.repaired == ["2"] and report.tombstoned == ["99"]
+    assert index_state(daemon) == published_state(daemon, wp)
+
+
+def test_empty_listing_trips_the_guard_and_deletes_nothing(daemon, wp):
+    seed(daemon, wp)
+    before = index_state(daemon)
+    wp.posts.clear()                           # the CMS API answers with an empty list
+    (report,) = reconcile.run(daemon.engine, ["blog"])
+    assert report.tombstoned == [] and "mass-deletion guard" in report.errors[0]
+    assert index_state(daemon) == before
+    (forced,) = reconcile.run(daemon.engine, ["blog"], force=True)
+    assert len(forced.tombstoned) == 10 and index_state(daemon) == {}
+
+
+def test_a_failed_listing_is_never_read_as_everything_deleted(daemon, wp):
+    seed(daemon, wp, 4)
+    before = index_state(daemon)
+    wp.fail_next(1, 500)
+    (report,) = reconcile.run(daemon.engine, ["blog"], force=True)
+    assert "listing failed" in report.errors[0] and report.tombstoned == []
+    assert index_state(daemon) == before
+
+
+def test_dry_run_changes_nothing(daemon, wp):
+    seed(daemon, wp, 5)
+    wp.edit(1, html=page_html(["Changed."]))
+    wp.delete(2)
+    writes, before = daemon.engine.store.writes, index_state(daemon)
+    (report,) = reconcile.run(daemon.engine, ["blog"], dry_run=True, force=True)
+    assert report.updated == ["1"] and report.tombstoned == ["2"]
+    assert daemon.engine.store.writes == writes and index_state(daemon) == before
+    assert daemon.engine.queue.pending() == []
+
+
+def test_a_second_reconcile_fetches_no_bodies_and_embeds_nothing(daemon, wp):
+    seed(daemon, wp)
+    fetches, embedded, writes = sum(wp.fetches.values()), daemon.engine.embedder.embedded, daemon.engine.store.writes
+    (report,) = reconcile.run(daemon.engine, ["blog"])
+    assert report.unchanged == 10 and not report.keys
+    assert sum(wp.fetches.values()) == fetches
+    assert daemon.engine.embedder.embedded == embedded and daemon.engine.store.writes == writes
+
+
+def test_listing_pages_through_more_than_one_page_of_results(daemon, wp):
+    for i in range(1, 131):
+        wp.publish(i, f"P{i}", f"<p>Short page number {i}.</p>")
+    listed = [entry.doc_id for entry in daemon.engine.connectors["blog"].list()]
+    assert listed == [str(i) for i in range(1, 131)]
