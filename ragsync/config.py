@@ -14,12 +14,13 @@ from typing import Any
 
 from ragsync.errors import ConfigError
 
-_TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "sources"}
+_TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "reconcile", "sources"}
 _SERVER_KEYS = {"host", "port", "admin_token_env", "workers", "max_body_bytes", "timestamp_tolerance_s",
                 "reconcile_on_start"}
 _QDRANT_KEYS = {"collection", "url", "api_key_env"}
-_QUEUE_KEYS = {"max_attempts", "backoff_base_s", "backoff_max_s"}
+_QUEUE_KEYS = {"max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s"}
 _CHUNKING_KEYS = {"max_tokens"}
+_RECONCILE_KEYS = {"max_delete_share"}
 _SOURCE_KEYS = {"name", "type", "base_url", "webhook_secret_env"}
 
 
@@ -56,7 +57,10 @@ class Config:
     max_attempts: int = 6
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
+    redis_url: str | None = None
+    lease_s: float = 60.0
     max_tokens: int = 200
+    max_delete_share: float = 0.2
     sources: dict[str, SourceConfig] = field(default_factory=dict)
 
     @property
@@ -109,6 +113,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     qdrant = _table(raw, "qdrant", _QDRANT_KEYS)
     queue = _table(raw, "queue", _QUEUE_KEYS)
     chunking = _table(raw, "chunking", _CHUNKING_KEYS)
+    reconcile = _table(raw, "reconcile", _RECONCILE_KEYS)
     sources: dict[str, SourceConfig] = {}
     raw_sources = raw.get("sources", [])
     if not isinstance(raw_sources, list):
@@ -150,7 +155,10 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         max_attempts=_get(queue, "max_attempts", int, 6),
         backoff_base_s=_get(queue, "backoff_base_s", (int, float), 1.0),
         backoff_max_s=_get(queue, "backoff_max_s", (int, float), 300.0),
+        redis_url=_get(queue, "redis_url", str, None),
+        lease_s=_get(queue, "lease_s", (int, float), 60.0),
         max_tokens=_get(chunking, "max_tokens", int, 200),
+        max_delete_share=_get(reconcile, "max_delete_share", (int, float), 0.2),
         sources=sources,
     )
 

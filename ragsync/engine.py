@@ -59,8 +59,9 @@ class Engine:
         self.chunker = Chunker(self.embedder.tokenizer_file, config.max_tokens)
         self.pipeline = Pipeline(self.store, self.embedder, self.chunker, self.connectors)
         self.metrics = Metrics()
-        self.queue = WorkQueue(config.data_dir, self._pass, max_attempts=config.max_attempts,
-                               backoff_base_s=config.backoff_base_s, backoff_max_s=config.backoff_max_s)
+        self.queue = WorkQueue(config.data_dir, self._pass, redis_url=config.redis_url,
+                               max_attempts=config.max_attempts, backoff_base_s=config.backoff_base_s,
+                               backoff_max_s=config.backoff_max_s, lease_s=config.lease_s)
         self.queue.on_outcome = self.metrics.pass_done
 
     def _pass(self, source: str, doc_id: str) -> Outcome:
@@ -115,6 +116,7 @@ class Engine:
             "dead": len(self.queue.dead()),
             "chunks_embedded": self.embedder.embedded,
             "sources": sources,
+            "reconcile": self.queue.record.reconciles(),
         }
 
     def close(self) -> None:

@@ -9,13 +9,14 @@ it removes nothing unless forced.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-from ragsync.errors import RagsyncError
+from tqdm import tqdm
 
-MAX_DELETE_SHARE = 0.2
+from ragsync.errors import RagsyncError
 
 
 @dataclass
@@ -44,8 +45,9 @@ class SourceReport:
         return asdict(self)
 
 
-def plan(engine, source: str, force: bool = False, max_delete_share: float = MAX_DELETE_SHARE) -> SourceReport:
+def plan(engine, source: str, force: bool = False) -> SourceReport:
     """Work out the differences for one source without changing anything."""
+    max_delete_share = engine.config.max_delete_share
     started = time.monotonic()
     report = SourceReport(source)
     try:
@@ -96,18 +98,36 @@ def run(engine, sources: list[str], *, dry_run: bool = False, force: bool = Fals
             keys = [(source, doc_id) for doc_id in report.keys]
             for key in keys:
                 engine.queue.add(*key, origin="reconcile")
-            if standalone:
-                engine.queue.drain()
-            else:
-                deadline = time.monotonic() + wait_s
-                while engine.queue.is_pending(keys) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-            left = sum(engine.queue.is_pending([k]) for k in keys)
+            _wait(engine, keys, wait_s, standalone, f"reconcile {source}")
+            left = len(set(keys) & engine.queue.pending_keys())
             if left:
                 report.errors.append(f"{left} page(s) not applied yet (retrying; see `ragsync status`)")
             parked = {d.doc_id for d in engine.queue.dead() if d.source == source} & set(report.keys)
             if parked:
                 report.errors.append(f"{len(parked)} page(s) failed and were parked (see `ragsync dlq list`)")
         report.duration_s = time.monotonic() - started
+        if not dry_run:
+            engine.queue.record.record_reconcile(report.source, {
+                "at": time.time(), "listed": report.listed, "unchanged": report.unchanged,
+                **{k: len(getattr(report, k)) for k in ("added", "updated", "repaired", "tombstoned", "errors")},
+                "duration_s": round(report.duration_s, 3)})
         reports.append(report)
     return reports
+
+
+def _wait(engine, keys: list[tuple[str, str]], wait_s: float, standalone: bool, label: str) -> None:
+    """Until the queued keys are applied; a progress bar when stderr is a terminal."""
+    bar = tqdm(total=len(keys), desc=label, unit="page", disable=not sys.stderr.isatty(), leave=False)
+    deadline = time.monotonic() + wait_s
+    left = set(keys)
+    while left and time.monotonic() < deadline:
+        if standalone:
+            engine.queue.drain(limit=20)
+        else:
+            time.sleep(0.05)
+        done = left - engine.queue.pending_keys()
+        bar.update(len(done))
+        left -= done
+        if standalone and engine.queue.huey.pending_count() == 0:
+            break                        # what is left waits on a retry: the daemon runs it later
+    bar.close()

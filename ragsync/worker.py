@@ -60,11 +60,10 @@ class Pipeline:
             log.info("ignored %s/%s: fetched %s is older than indexed %s", source, page.doc_id,
                      page.modified, current.modified)
             return Outcome("stale")
-        with self.embedder.cpu:                                  # parse and embed: one CPU-bound step at a time
-            desired = _identify(source, page.doc_id, self.chunker.chunk(extract(page.html)))
-            existing = self.store.doc_chunks(source, page.doc_id)
-            new_ids = [pid for pid in desired if pid not in existing]
-            vectors = self.embedder.embed([desired[pid][1].embed_text for pid in new_ids])
+        desired = _identify(source, page.doc_id, self.chunker.chunk(extract(page.html)))
+        existing = self.store.doc_chunks(source, page.doc_id)
+        new_ids = [pid for pid in desired if pid not in existing]
+        vectors = self.embedder.embed([desired[pid][1].embed_text for pid in new_ids])
         now = utcnow()
         self.store.upsert_chunks([(pid, vec, _payload(source, page, *desired[pid], indexed_at=now))
                                   for pid, vec in zip(new_ids, vectors)])

@@ -130,7 +130,7 @@ def test_qdrant_outage_intake_keeps_accepting_and_work_waits(daemon_factory, wp)
         wp.publish(i, f"P{i}", page_html([f"Written during the outage, page {i}."]))
         resp = daemon.webhook("blog", {"type": "post.published", "id": i})
         assert resp.status_code == 202
-    wait_for(lambda: any(row[3] >= 2 for row in daemon.engine.queue.pending()), 30, "retries during the outage")
+    wait_for(lambda: any(row.attempts >= 2 for row in daemon.engine.queue.pending()), 30, "retries during the outage")
     assert len(daemon.engine.queue.pending()) == 5 and daemon.engine.queue.dead() == []
     down = False
     daemon.idle()

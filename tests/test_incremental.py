@@ -102,7 +102,7 @@ def test_a_failed_pass_leaves_the_old_version_serving(daemon, wp):
     hits = [r for r in daemon.search("version paragraph", 50) if r["doc_id"] == "5"]
     assert hits and all(r["text"].startswith("Old version") for r in hits)
     release.set()
-    wait_for(lambda: daemon.engine.queue.pending() and daemon.engine.queue.pending()[0][2] == "retry",
+    wait_for(lambda: daemon.engine.queue.pending() and daemon.engine.queue.pending()[0].state == "retry",
              what="the failed pass to be scheduled for retry")
     hits = [r for r in daemon.search("version paragraph", 50) if r["doc_id"] == "5"]
     assert sorted(r["text"] for r in hits) == sorted(old_texts)          # whole old page, nothing else

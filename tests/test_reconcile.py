@@ -58,7 +58,7 @@ def test_points_deleted_behind_ragsyncs_back_are_restored(daemon, wp):
 
 
 def test_orphaned_points_are_removed(daemon, wp):
-    seed(daemon, wp, 3)
+    seed(daemon, wp)
     store = daemon.engine.store
     vector = [0.1] * daemon.engine.embedder.dim
     store.upsert_chunks([("00000000-0000-0000-0000-00000000beef", vector,

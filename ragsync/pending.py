@@ -1,0 +1,363 @@
+"""The durable record of work between a webhook's 202 and a committed pass.
+
+huey acknowledges a task *before* running it (SQLite and Redis alike), so a worker killed
+mid-pass would lose it. Each key therefore has a record here, written before the 202 and
+removed only after its pass commits. The record is also what makes the queue stingy:
+
+    add:     no record → queued (queue a task) · queued → nothing · running → again=1 ·
+             retry (waiting on a backoff) → queued (queue a task now)
+    claim:   queued|retry → running, with a lease; anything else → someone else has it
+    finish:  again=1 → queued (queue a task) · else the record is removed
+    fail:    transient and attempts left → retry · else parked in the dead-letter queue
+
+Two implementations with the same state machine: SQLite in data_dir (embedded, one
+process) and Redis (several processes; leases let a survivor take over a dead worker's key).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+Key = tuple[str, str]          # (source, doc_id)
+
+
+@dataclass(frozen=True)
+class Parked:
+    source: str
+    doc_id: str
+    error: str
+    attempts: int
+    failed_at: float
+
+
+@dataclass(frozen=True)
+class Row:
+    source: str
+    doc_id: str
+    state: str
+    attempts: int
+    added_at: float
+
+
+class Pending:
+    """The contract; see the module docstring for the state machine."""
+
+    def add(self, key: Key, origin: str) -> bool:
+        """Record the key; True when the caller must queue a task for it."""
+        raise NotImplementedError
+
+    def forget(self, key: Key) -> None:
+        """Undo an add whose task could not be queued (so the sender's retry is not coalesced away)."""
+        raise NotImplementedError
+
+    def claim(self, key: Key, lease_s: float) -> bool:
+        raise NotImplementedError
+
+    def renew(self, keys: Iterable[Key], lease_s: float) -> None:
+        raise NotImplementedError
+
+    def finish(self, key: Key) -> bool:
+        """True when the key was added again while it ran: queue it once more."""
+        raise NotImplementedError
+
+    def fail(self, key: Key, error: str, transient: bool, max_attempts: int) -> tuple[int, bool]:
+        """Count the attempt; returns (attempts, parked)."""
+        raise NotImplementedError
+
+    def stale(self, waiting: bool = False, running: bool = False) -> list[Key]:
+        """Mark queued again, and return, the keys whose task may be lost: always those
+        running on an expired lease; with `waiting`, queued and retrying ones too (at start:
+        huey may have handed their task to a worker that died); with `running`, running ones
+        whatever their lease (only when this process is the one worker: embedded, at start)."""
+        raise NotImplementedError
+
+    def rows(self) -> list[Row]:
+        raise NotImplementedError
+
+    def dead(self) -> list[Parked]:
+        raise NotImplementedError
+
+    def take_dead(self, keys: Iterable[Key] | None) -> list[Key]:
+        """Remove parked keys (all when None) and return them."""
+        raise NotImplementedError
+
+    def record_reconcile(self, source: str, counts: dict[str, float]) -> None:
+        """Keep a reconcile run's figures: what reconcile found is what the webhooks missed."""
+        raise NotImplementedError
+
+    def reconciles(self) -> dict[str, dict[str, float]]:
+        """Per source: the last run's figures, and `caught_total`, changes reconcile caught in all."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+CAUGHT = ("added", "updated", "repaired", "tombstoned")
+
+_SCHEMA = """
+create table if not exists pending (
+    source text not null, doc_id text not null,
+    state text not null,                  -- queued | running | retry
+    again integer not null default 0,     -- re-added while running
+    attempts integer not null default 0,
+    origin text not null default 'webhook',
+    added_at real not null,
+    lease_until real not null default 0,
+    last_error text,
+    primary key (source, doc_id));
+create table if not exists reconciles (
+    source text primary key, last text not null, caught_total integer not null);
+create table if not exists dead (
+    source text not null, doc_id text not null, error text not null,
+    attempts integer not null, failed_at real not null,
+    primary key (source, doc_id));
+"""
+
+
+class SqlitePending(Pending):
+    """`state.db` in data_dir. One process owns the embedded store, so at start every record
+    is that process's to recover."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.db.execute("pragma journal_mode=wal")
+        self.db.executescript(_SCHEMA)
+        self.lock = threading.Lock()
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self.db, self.lock)
+
+    def add(self, key, origin):
+        with self._tx() as db:
+            row = db.execute("select state from pending where source=? and doc_id=?", key).fetchone()
+            if row is None:
+                db.execute("insert into pending (source, doc_id, state, origin, added_at) values (?,?,?,?,?)",
+                           (*key, "queued", origin, time.time()))
+                return True
+            if row[0] == "running":
+                db.execute("update pending set again=1 where source=? and doc_id=?", key)
+                return False
+            if row[0] == "queued":
+                return False
+            db.execute("update pending set state='queued' where source=? and doc_id=?", key)
+            return True
+
+    def forget(self, key):
+        with self._tx() as db:
+            db.execute("delete from pending where source=? and doc_id=? and state='queued'", key)
+
+    def claim(self, key, lease_s):
+        with self._tx() as db:
+            return db.execute("update pending set state='running', again=0, lease_until=? where source=? "
+                              "and doc_id=? and state in ('queued','retry')", (time.time() + lease_s, *key)).rowcount == 1
+
+    def renew(self, keys, lease_s):
+        with self._tx() as db:
+            db.executemany("update pending set lease_until=? where source=? and doc_id=? and state='running'",
+                           [(time.time() + lease_s, *k) for k in keys])
+
+    def finish(self, key):
+        with self._tx() as db:
+            again = db.execute("select again from pending where source=? and doc_id=?", key).fetchone()
+            if again and again[0]:
+                db.execute("update pending set state='queued', again=0, attempts=0 where source=? and doc_id=?", key)
+                return True
+            db.execute("delete from pending where source=? and doc_id=?", key)
+            return False
+
+    def fail(self, key, error, transient, max_attempts):
+        with self._tx() as db:
+            (attempts,) = db.execute("update pending set attempts=attempts+1, last_error=? where source=? "
+                                     "and doc_id=? returning attempts", (error, *key)).fetchone()
+            if transient and attempts < max_attempts:
+                db.execute("update pending set state='retry' where source=? and doc_id=?", key)
+                return attempts, False
+            db.execute("insert or replace into dead values (?,?,?,?,?)", (*key, error, attempts, time.time()))
+            db.execute("delete from pending where source=? and doc_id=?", key)
+            return attempts, True
+
+    def stale(self, waiting=False, running=False):
+        cond = "(state='running' and (? or lease_until < ?)) or (? and state != 'running')"
+        args = (running, time.time(), waiting)
+        with self._tx() as db:
+            keys = db.execute(f"select source, doc_id from pending where {cond}", args).fetchall()
+            db.execute(f"update pending set state='queued', again=0 where {cond}", args)
+        return [tuple(k) for k in keys]
+
+    def rows(self):
+        with self.lock:
+            return [Row(*r) for r in self.db.execute(
+                "select source, doc_id, state, attempts, added_at from pending order by added_at").fetchall()]
+
+    def dead(self):
+        with self.lock:
+            return [Parked(*r) for r in self.db.execute(
+                "select source, doc_id, error, attempts, failed_at from dead order by failed_at").fetchall()]
+
+    def take_dead(self, keys):
+        with self._tx() as db:
+            parked = [tuple(r) for r in db.execute("select source, doc_id from dead").fetchall()]
+            chosen = parked if keys is None else [k for k in parked if k in {tuple(k) for k in keys}]
+            db.executemany("delete from dead where source=? and doc_id=?", chosen)
+        return chosen
+
+    def record_reconcile(self, source, counts):
+        caught = sum(counts[k] for k in CAUGHT)
+        with self._tx() as db:
+            db.execute("insert into reconciles values (?,?,?) on conflict(source) do update set "
+                       "last=excluded.last, caught_total=caught_total+excluded.caught_total",
+                       (source, json.dumps(counts), caught))
+
+    def reconciles(self):
+        with self.lock:
+            rows = self.db.execute("select source, last, caught_total from reconciles").fetchall()
+        return {s: {**json.loads(last), "caught_total": total} for s, last, total in rows}
+
+    def close(self):
+        self.db.close()
+
+
+class _Transaction:
+    """One immediate SQLite transaction under the in-process lock (threads share a connection)."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self.db, self.lock = db, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        self.db.execute("begin immediate")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.db.execute("rollback" if exc_type else "commit")
+        finally:
+            self.lock.release()
+
+
+# Redis: one hash per key, a sorted set of keys by arrival, a hash for the DLQ. Each state
+# change is one Lua script, so it is atomic across processes.
+_ADD = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then
+  redis.call('HSET', KEYS[1], 'state', 'queued', 'again', 0, 'attempts', 0, 'origin', ARGV[2], 'added_at', ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
+  return 1
+elseif st == 'running' then redis.call('HSET', KEYS[1], 'again', 1) return 0
+elseif st == 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'queued') return 1
+"""
+_CLAIM = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'queued' or st == 'retry' then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'again', 0, 'lease_until', ARGV[1]) return 1 end
+return 0
+"""
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'again') == '1' then
+  redis.call('HSET', KEYS[1], 'state', 'queued', 'again', 0, 'attempts', 0) return 1 end
+redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], ARGV[1]) return 0
+"""
+_FAIL = """
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'last_error', ARGV[2])
+if ARGV[3] == '1' and attempts < tonumber(ARGV[4]) then redis.call('HSET', KEYS[1], 'state', 'retry') return {attempts, 0} end
+redis.call('HSET', KEYS[3], ARGV[1], cjson.encode({ARGV[2], attempts, tonumber(ARGV[5])}))
+redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], ARGV[1]) return {attempts, 1}
+"""
+_STALE = """
+local out = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local h = ARGV[3] .. member
+  local st = redis.call('HGET', h, 'state')
+  local lease = tonumber(redis.call('HGET', h, 'lease_until') or '0')
+  if st and ((st == 'running' and (ARGV[4] == '1' or lease < tonumber(ARGV[1]))) or (ARGV[2] == '1' and st ~= 'running')) then
+    redis.call('HSET', h, 'state', 'queued', 'again', 0) table.insert(out, member) end
+end
+return out
+"""
+_SEP = "\x1f"
+
+
+class RedisPending(Pending):
+    """Redis, for several web and worker processes. A running key carries a lease that its
+    worker renews; a key whose worker died is taken over when the lease runs out."""
+
+    def __init__(self, url: str, prefix: str = "ragsync") -> None:
+        import redis
+        self.r = redis.Redis.from_url(url, decode_responses=True)
+        self.index, self.dead_key, self.prefix = f"{prefix}:pending", f"{prefix}:dead", f"{prefix}:p:"
+        self._add, self._claim, self._finish, self._fail, self._stale = (
+            self.r.register_script(s) for s in (_ADD, _CLAIM, _FINISH, _FAIL, _STALE))
+
+    def _h(self, key: Key) -> str:
+        return self.prefix + _SEP.join(key)
+
+    def add(self, key, origin):
+        return bool(self._add([self._h(key), self.index], [time.time(), origin, _SEP.join(key)]))
+
+    def forget(self, key):
+        if self.r.hget(self._h(key), "state") == "queued":
+            self.r.delete(self._h(key))
+            self.r.zrem(self.index, _SEP.join(key))
+
+    def claim(self, key, lease_s):
+        return bool(self._claim([self._h(key)], [time.time() + lease_s]))
+
+    def renew(self, keys, lease_s):
+        pipe = self.r.pipeline()
+        for key in keys:
+            pipe.hset(self._h(key), "lease_until", time.time() + lease_s)
+        pipe.execute()
+
+    def finish(self, key):
+        return bool(self._finish([self._h(key), self.index], [_SEP.join(key)]))
+
+    def fail(self, key, error, transient, max_attempts):
+        attempts, parked = self._fail([self._h(key), self.index, self.dead_key],
+                                      [_SEP.join(key), error, int(transient), max_attempts, time.time()])
+        return int(attempts), bool(parked)
+
+    def stale(self, waiting=False, running=False):
+        found = self._stale([self.index], [time.time(), int(waiting), self.prefix, int(running)])
+        return [tuple(m.split(_SEP, 1)) for m in found]
+
+    def rows(self):
+        out = []
+        for member, added in self.r.zrange(self.index, 0, -1, withscores=True):
+            h = self.r.hgetall(self.prefix + member)
+            if h:
+                out.append(Row(*member.split(_SEP, 1), h["state"], int(h.get("attempts", 0)), added))
+        return out
+
+    def dead(self):
+        rows = [Parked(*k.split(_SEP, 1), *json.loads(v)) for k, v in self.r.hgetall(self.dead_key).items()]
+        return sorted(rows, key=lambda p: p.failed_at)
+
+    def take_dead(self, keys):
+        parked = [tuple(k.split(_SEP, 1)) for k in self.r.hkeys(self.dead_key)]
+        chosen = parked if keys is None else [k for k in parked if k in {tuple(k) for k in keys}]
+        if chosen:
+            self.r.hdel(self.dead_key, *[_SEP.join(k) for k in chosen])
+        return chosen
+
+    def record_reconcile(self, source, counts):
+        pipe = self.r.pipeline()
+        pipe.hset(f"{self.prefix}reconcile", source, json.dumps(counts))
+        pipe.hincrby(f"{self.prefix}caught", source, int(sum(counts[k] for k in CAUGHT)))
+        pipe.execute()
+
+    def reconciles(self):
+        caught = self.r.hgetall(f"{self.prefix}caught")
+        return {s: {**json.loads(v), "caught_total": int(caught.get(s, 0))}
+                for s, v in self.r.hgetall(f"{self.prefix}reconcile").items()}
+
+    def close(self):
+        self.r.close()

@@ -1,0 +1,128 @@
+"""The pending record's state machine, the same for SQLite (embedded) and Redis (server
+mode, with a real redis-server started here), and a kill -9 recovery with huey on Redis."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ragsync.pending import RedisPending, SqlitePending
+from tests.conftest import ServeProcess, free_port, page_html, wait_for, words, wp_source, write_config
+
+K = ("blog", "42")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory) -> str:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/test installs it with apt-get where it can)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    import redis
+    client = redis.Redis(port=port)
+
+    def up() -> bool:
+        try:
+            return client.ping()
+        except redis.ConnectionError:
+            return False
+    wait_for(up, 20, "redis-server")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def record(request, tmp_path):
+    if request.param == "sqlite":
+        rec = SqlitePending(tmp_path / "state.db")
+    else:
+        url = request.getfixturevalue("redis_url")
+        rec = RedisPending(url, prefix=f"t{time.monotonic_ns()}")
+    yield rec
+    rec.close()
+
+
+def test_add_coalesces_while_queued_and_reruns_when_added_while_running(record):
+    assert record.add(K, "webhook") is True
+    assert record.add(K, "webhook") is False                 # waiting: one pass
+    assert [(r.state, r.attempts) for r in record.rows()] == [("queued", 0)]
+    assert record.claim(K, 30) is True
+    assert record.claim(K, 30) is False                      # never two workers on one key
+    assert record.add(K, "webhook") is False                 # added while running ...
+    assert record.finish(K) is True                          # ... runs once more
+    assert record.claim(K, 30) is True
+    assert record.finish(K) is False
+    assert record.rows() == []
+
+
+def test_failures_retry_then_park_and_replay(record):
+    record.add(K, "webhook")
+    record.claim(K, 30)
+    assert record.fail(K, "FetchError: HTTP 503", True, 3) == (1, False)
+    assert record.rows()[0].state == "retry"
+    assert record.add(K, "webhook") is True                  # a new event runs a retrying key now
+    record.claim(K, 30)
+    assert record.fail(K, "FetchError: HTTP 503", True, 3) == (2, False)
+    record.claim(K, 30)
+    assert record.fail(K, "FetchError: HTTP 503", True, 3) == (3, True)
+    assert record.rows() == []
+    (parked,) = record.dead()
+    assert (parked.source, parked.doc_id, parked.error, parked.attempts) == ("blog", "42", "FetchError: HTTP 503", 3)
+    assert record.take_dead([("blog", "nope")]) == []
+    assert record.take_dead(None) == [K] and record.dead() == []
+
+
+def test_permanent_errors_park_at_once(record):
+    record.add(K, "webhook")
+    record.claim(K, 30)
+    assert record.fail(K, "FetchError: HTTP 400", False, 6) == (1, True)
+
+
+def test_expired_leases_are_taken_over_and_start_recovers_everything(record):
+    record.add(K, "webhook")
+    record.add(("blog", "7"), "webhook")
+    record.claim(K, 0.05)
+    assert record.stale() == []
+    time.sleep(0.1)                                          # let the lease run out (it is the subject here)
+    assert record.stale() == [K]
+    assert record.claim(K, 30) is True
+    record.renew([K], 30)
+    assert record.stale() == []
+    assert record.stale(waiting=True) == [("blog", "7")]     # a live lease is left alone ...
+    assert record.rows()[0].state == "running"
+    assert sorted(record.stale(waiting=True, running=True)) == [("blog", "42"), ("blog", "7")]  # ... unless sole owner
+
+
+def test_reconcile_records(record):
+    record.record_reconcile("blog", {"listed": 10, "added": 2, "updated": 1, "repaired": 0, "tombstoned": 1})
+    record.record_reconcile("blog", {"listed": 10, "added": 1, "updated": 0, "repaired": 0, "tombstoned": 0})
+    assert record.reconciles()["blog"]["caught_total"] == 5
+    assert record.reconciles()["blog"]["added"] == 1
+
+
+def test_kill_9_with_huey_and_the_record_on_redis(redis_url, tmp_path: Path, wp, embedder):
+    from ragsync.chunk import Chunker
+    from tests.test_durability import exported, published
+    cfg = write_config(tmp_path, wp_source(wp), f"reconcile_on_start = false\nworkers = 1\n[queue]\n"
+                                                 f'redis_url = "{redis_url}"\nlease_s = 2', port=free_port())
+    daemon = ServeProcess(cfg, tmp_path / "serve.log")
+    wp.publish(1, "Big", page_html([words(i, 90) for i in range(60)]))
+    wp.publish(2, "Small", page_html(["Queued behind the big one."]))
+    for post_id in (1, 2):
+        assert daemon.webhook("blog", {"type": "post.published", "id": post_id}).status_code == 202
+    rec = RedisPending(redis_url)
+    wait_for(lambda: any(r.state == "running" for r in rec.rows()), 60, "a pass to be running on Redis")
+    daemon.kill()
+    daemon = ServeProcess(cfg, tmp_path / "serve.log")
+    daemon.idle()
+    assert daemon.stop() == 0
+    assert rec.rows() == []
+    rec.close()
+    assert exported(cfg) == published(wp, Chunker(embedder.tokenizer_file))
