@@ -16,7 +16,8 @@ DROP = frozenset({"script", "style", "nav", "noscript", "template", "iframe", "s
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 BLOCKS = frozenset({"p", "div", "section", "article", "main", "body", "html", "blockquote", "li",
                     "ul", "ol", "dl", "dt", "dd", "figure", "figcaption", "details", "summary",
-                    "br", "hr", "address", "center"})
+                    "br", "hr", "address", "center", "table", "thead", "tbody", "tfoot", "tr", "caption"})
+CELLS = frozenset({"td", "th"})              # inline, each followed by " | ": a row reads "a | b | c"
 MAX_HTML_CHARS = 5_000_000
 _SPACE = re.compile(r"\s+")
 _HEADING_JUNK = re.compile(r"[#¶§🔗]+\s*$")
@@ -25,7 +26,7 @@ _HEADING_JUNK = re.compile(r"[#¶§🔗]+\s*$")
 @dataclass(frozen=True)
 class Block:
     path: tuple[str, ...]     # heading texts from the outermost section inwards
-    kind: str                 # "text", "item", "code" or "table"
+    kind: str                 # "text", "item" or "code"
     text: str
 
 
@@ -37,7 +38,7 @@ def extract(html: str) -> list[Block]:
     item_depth = 0
 
     def flush() -> None:
-        text = _SPACE.sub(" ", "".join(inline)).strip()
+        text = _SPACE.sub(" ", "".join(inline)).strip().removesuffix(" |").strip()
         inline.clear()
         if text:
             blocks.append(Block(tuple(t for _, t in path), "item" if item_depth else "text", text))
@@ -73,20 +74,15 @@ def extract(html: str) -> list[Block]:
             code = node.get_text().strip("\n")
             if code.strip():
                 blocks.append(Block(tuple(t for _, t in path), "code", code))
-        elif name == "table":
-            flush()
-            rows = [" | ".join(_SPACE.sub(" ", c.get_text(" ")).strip() for c in tr.find_all(["th", "td"]))
-                    for tr in node.find_all("tr")]
-            text = "\n".join(r for r in rows if r.strip(" |"))
-            if text:
-                blocks.append(Block(tuple(t for _, t in path), "table", text))
-        elif name in BLOCKS or node.find(HEADINGS.keys()) is not None:
+        elif name in BLOCKS:
             flush()
             if name == "li":
                 item_depth += 1
             stack.append((node, True))
             stack.extend((child, False) for child in reversed(node.contents))
         else:                                          # inline: keep walking, text joins the paragraph
+            if name in CELLS:
+                stack.append((NavigableString(" | "), False))
             stack.extend((child, False) for child in reversed(node.contents))
     flush()
     return blocks

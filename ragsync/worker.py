@@ -76,9 +76,9 @@ class Pipeline:
                     self.store.set_metadata([pid], changed)
 
         live_before = current.live_ids if current and current.state == "live" else []
+        previous = live_before if live_before != list(desired) else (current.previous_ids if current else [])
         record = PageRecord(source, page.doc_id, "live", page.modified, page.title, page.url,
-                            live_ids=list(desired), indexed_at=now,
-                            previous_ids=live_before if live_before != list(desired) else current.previous_ids)
+                            live_ids=list(desired), previous_ids=previous, indexed_at=now)
         if not current or _differs(current, record):
             self.store.put_page(record)                          # the switch: one write
         stale = [pid for pid in existing if pid not in desired]

@@ -107,3 +107,28 @@ def test_unknown_event_types_are_acknowledged_and_ignored(daemon, wp):
     resp = daemon.webhook("blog", {"type": "comment.created", "id": 3})
     assert resp.status_code == 202 and resp.json()["ignored"] is True
     assert daemon.engine.queue.pending() == []
+
+
+def test_a_published_page_without_text_is_recorded_with_no_points(daemon, wp):
+    wp.publish(15, "Empty", "<div><script>var x = 1;</script></div>")
+    daemon.wp_event(15, "post.published")
+    daemon.idle()
+    assert daemon.engine.queue.dead() == []
+    record = daemon.engine.store.page("blog", "15")
+    assert record.state == "live" and record.live_ids == [] and daemon.doc_texts("blog", "15") == []
+
+
+def test_hostile_html_is_indexed_safely(daemon, wp):
+    wp.publish(1, "Neighbour", page_html(["A page that must not be harmed."]))
+    daemon.wp_event(1, "post.published")
+    hostile = ("<div>" * 20000 + "<p>Deeply nested text survives.</p>" + "<b><i><u>unclosed tags"
+               + "<script>alert('x')</script><style>p{}</style>\x00<p " + "a" * 100_000 + ">"
+               + "<table><tr><td>cell" * 500 + "<!-- comment --><![CDATA[ data ]]>")
+    wp.publish(16, "Hostile &amp; &#8217;title&#8217;", hostile)
+    daemon.wp_event(16, "post.published")
+    daemon.idle()
+    assert daemon.engine.queue.dead() == []
+    texts = " ".join(daemon.doc_texts("blog", "16"))
+    assert "Deeply nested text survives." in texts and "alert" not in texts and "p{}" not in texts
+    assert daemon.engine.store.page("blog", "16").title == "Hostile & ’title’"
+    assert daemon.doc_texts("blog", "1") == ["A page that must not be harmed."]
