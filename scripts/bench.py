@@ -14,7 +14,6 @@ import json
 import logging
 import random
 import re
-import statistics
 import sys
 import tempfile
 import threading
