@@ -6,24 +6,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, SECRET_ENV, signed, wait_for
+from tests.conftest import SECRET_ENV, ServeProcess, free_port, wait_for
 
 DEMO_PAGES = Path(__file__).resolve().parent.parent / "config" / "demo" / "pages"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ragsync(cfg: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -47,20 +38,12 @@ def files_config(tmp_path: Path) -> Path:
 
 
 def test_commands_with_and_without_a_running_daemon(files_config: Path, tmp_path: Path):
-    port = int(files_config.read_text().split("port = ")[1].split()[0])
-    url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ragsync", "--config", str(files_config), "serve"],
-                            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+    daemon = ServeProcess(files_config, tmp_path / "serve.log")
+    url = daemon.url
     try:
-        def indexed() -> bool:
-            try:
-                status = httpx.get(f"{url}/admin/status", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).json()
-            except httpx.HTTPError:
-                return False
-            return status["sources"]["docs"]["pages_live"] == 3 and status["pending"] == 0
-        wait_for(indexed, 180, "the daemon to index the pages")
-        assert httpx.get(f"{url}/readyz").status_code == 200
+        wait_for(lambda: daemon.admin("/admin/status")["sources"]["docs"]["pages_live"] == 3, 180,
+                 "the startup reconcile to index the pages")
+        daemon.idle()
 
         # over HTTP while the daemon holds the store
         out = ragsync(files_config, "search", "how do I add a dependency to Cargo.toml", "--json").stdout
@@ -77,18 +60,14 @@ def test_commands_with_and_without_a_running_daemon(files_config: Path, tmp_path
         # a webhook for a new file, then for its deletion
         page = tmp_path / "pages" / "extra.html"
         page.write_text("<title>Extra</title><h1>Extra</h1><p>Zebras graze on the savanna at dawn.</p>")
-        raw, headers = signed({"id": "extra"})
-        assert httpx.post(f"{url}/webhooks/docs", content=raw, headers=headers).status_code == 202
+        assert daemon.webhook("docs", {"id": "extra"}).status_code == 202
         wait_for(lambda: "extra" in ragsync(files_config, "search", "zebras savanna", "--json").stdout, 60,
                  "the new page to become searchable")
         page.unlink()
-        raw, headers = signed({"id": "extra"})
-        httpx.post(f"{url}/webhooks/docs", content=raw, headers=headers)
+        assert daemon.webhook("docs", {"id": "extra"}).status_code == 202
         wait_for(lambda: '"extra"' not in ragsync(files_config, "export").stdout, 60, "the page to be removed")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
-        log.close()
+        code = daemon.stop()
     assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
 
     # no daemon: the same commands open the store themselves
@@ -109,21 +88,10 @@ def test_commands_with_and_without_a_running_daemon(files_config: Path, tmp_path
 
 def test_admin_commands_against_a_daemon_need_the_token(files_config: Path, tmp_path: Path, monkeypatch):
     """With the daemon up and no token in the environment, status says what to set."""
-    port = int(files_config.read_text().split("port = ")[1].split()[0])
-    proc = subprocess.Popen([sys.executable, "-m", "ragsync", "--config", str(files_config), "serve"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    daemon = ServeProcess(files_config, tmp_path / "serve.log")
     try:
-        wait_for(lambda: _up(port), 120, "the daemon")
         monkeypatch.delenv("RAGSYNC_ADMIN_TOKEN")
         res = ragsync(files_config, "status", check=False)
         assert res.returncode == 1 and "set RAGSYNC_ADMIN_TOKEN" in res.stderr and "Traceback" not in res.stderr
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-
-
-def _up(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-    except httpx.HTTPError:
-        return False
+        daemon.stop()
