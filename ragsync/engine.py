@@ -37,8 +37,10 @@ class SearchResult:
         return {"id": self.id, "score": round(self.score, 6), "text": self.text, **self.metadata}
 
 
-def _page_key(payload: dict[str, Any]) -> tuple[str, str]:
-    return payload["metadata"]["source"], payload["metadata"]["doc_id"]
+def _page_key(payload: dict[str, Any] | None) -> tuple[str, str]:
+    """(source, doc_id) of a chunk point; points not written by ragsync map to no page."""
+    meta = (payload or {}).get("metadata") or {}
+    return str(meta.get("source", "")), str(meta.get("doc_id", ""))
 
 
 class Engine:

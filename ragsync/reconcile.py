@@ -60,7 +60,7 @@ def plan(engine, source: str, force: bool = False) -> SourceReport:
     records = {rec.doc_id: rec for rec in engine.store.iter_pages(source)}
     held: dict[str, set[str]] = defaultdict(set)
     for pid, payload in engine.store.iter_chunks({"metadata.source": source}):
-        held[payload["metadata"]["doc_id"]].add(pid)
+        held[str(payload["metadata"].get("doc_id", ""))].add(pid)
 
     for doc_id, modified in listed.items():
         rec = records.get(doc_id)
