@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ _QDRANT_KEYS = {"collection", "url", "api_key_env"}
 _QUEUE_KEYS = {"max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s"}
 _CHUNKING_KEYS = {"max_tokens"}
 _RECONCILE_KEYS = {"max_delete_share"}
-_SOURCE_KEYS = {"name", "type", "base_url", "webhook_secret_env"}
+_SOURCE_KEYS = {"name", "type", "base_url", "webhook_secret_env", "allow_ips", "rate_limit_per_s", "rate_limit_burst"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,19 @@ class SourceConfig:
     webhook_secret_env: str | None = None
     options: dict[str, Any] = field(default_factory=dict)   # connector-specific keys
     base_dir: Path = Path(".")                                # the config file's folder
+    allow_ips: tuple[IPv4Network | IPv6Network, ...] = ()    # empty: any address may deliver
+    rate_limit_per_s: float | None = None                     # deliveries per second, then 429
+    rate_limit_burst: int = 20
+
+    def allows(self, address: str | None) -> bool:
+        """Whether a delivery from this client address is allowed (no list: all are)."""
+        if not self.allow_ips:
+            return True
+        try:
+            ip = ip_address(address or "")
+        except ValueError:
+            return False
+        return any(ip in net for net in self.allow_ips)
 
     def secret(self) -> str:
         """The webhook secret, read from the environment variable the config names."""
@@ -134,7 +148,9 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         sources[name] = SourceConfig(
             name=name, type=type_, base_url=_opt_str(src, "base_url", where),
             webhook_secret_env=_opt_str(src, "webhook_secret_env", where),
-            options=options, base_dir=base,
+            options=options, base_dir=base, allow_ips=_networks(src.get("allow_ips", []), where),
+            rate_limit_per_s=_get(src, "rate_limit_per_s", (int, float), None),
+            rate_limit_burst=_get(src, "rate_limit_burst", int, 20),
         )
     data_dir = raw.get("data_dir", "var")
     if not isinstance(data_dir, str):
@@ -182,6 +198,15 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default
     if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
         raise ConfigError(f"{key}: expected {getattr(kind, '__name__', 'a number')}, got {value!r}")
     return value
+
+
+def _networks(values: Any, where: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    if not isinstance(values, list):
+        raise ConfigError(f"{where}: 'allow_ips' must be a list of addresses or CIDR ranges")
+    try:
+        return tuple(ip_network(v, strict=False) for v in values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: 'allow_ips': {exc}") from None
 
 
 def _opt_str(table: dict[str, Any], key: str, where: str) -> str | None:

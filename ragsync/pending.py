@@ -17,6 +17,7 @@ process) and Redis (several processes; leases let a survivor take over a dead wo
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import threading
 import time
@@ -87,6 +88,13 @@ class Pending:
         """Remove parked keys (all when None) and return them."""
         raise NotImplementedError
 
+    def seen_delivery(self, source: str, delivery_id: str, ttl_s: float) -> bool:
+        """Whether this delivery id was accepted within the last ttl_s (replay protection)."""
+        raise NotImplementedError
+
+    def remember_delivery(self, source: str, delivery_id: str, ttl_s: float) -> None:
+        raise NotImplementedError
+
     def record_reconcile(self, source: str, counts: dict[str, float]) -> None:
         """Keep a reconcile run's figures: what reconcile found is what the webhooks missed."""
         raise NotImplementedError
@@ -114,6 +122,8 @@ create table if not exists pending (
     primary key (source, doc_id));
 create table if not exists reconciles (
     source text primary key, last text not null, caught_total integer not null);
+create table if not exists deliveries (
+    source text not null, id text not null, at real not null, primary key (source, id));
 create table if not exists dead (
     source text not null, doc_id text not null, error text not null,
     attempts integer not null, failed_at real not null,
@@ -207,6 +217,18 @@ class SqlitePending(Pending):
             chosen = parked if keys is None else [k for k in parked if k in {tuple(k) for k in keys}]
             db.executemany("delete from dead where source=? and doc_id=?", chosen)
         return chosen
+
+    def seen_delivery(self, source, delivery_id, ttl_s):
+        with self.lock:
+            return self.db.execute("select 1 from deliveries where source=? and id=? and at > ?",
+                                   (source, delivery_id, time.time() - ttl_s)).fetchone() is not None
+
+    def remember_delivery(self, source, delivery_id, ttl_s):
+        now = time.time()
+        with self._tx() as db:
+            db.execute("insert or replace into deliveries values (?,?,?)", (source, delivery_id, now))
+            if random.random() < 0.01:                 # prune now and then, not on every request
+                db.execute("delete from deliveries where at < ?", (now - ttl_s,))
 
     def record_reconcile(self, source, counts):
         caught = sum(counts[k] for k in CAUGHT)
@@ -347,6 +369,12 @@ class RedisPending(Pending):
         if chosen:
             self.r.hdel(self.dead_key, *[_SEP.join(k) for k in chosen])
         return chosen
+
+    def seen_delivery(self, source, delivery_id, ttl_s):
+        return bool(self.r.exists(f"{self.prefix}delivery:{source}{_SEP}{delivery_id}"))
+
+    def remember_delivery(self, source, delivery_id, ttl_s):
+        self.r.set(f"{self.prefix}delivery:{source}{_SEP}{delivery_id}", 1, ex=max(1, int(ttl_s)))
 
     def record_reconcile(self, source, counts):
         pipe = self.r.pipeline()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
+import threading
 import time
 from collections.abc import Iterator
 
@@ -29,6 +31,7 @@ def create_app(engine: Engine) -> Flask:
     app = Flask("ragsync")
     app.config["MAX_CONTENT_LENGTH"] = engine.config.max_body_bytes
     app.extensions["ragsync"] = engine
+    app.extensions["ragsync.limiter"] = RateLimiter()
     for bp in (webhooks, search, admin, health):
         app.register_blueprint(bp)
 
@@ -62,24 +65,55 @@ def _reason(exc: HTTPException) -> str:
 
 # -- webhooks ---------------------------------------------------------------------------------
 
+class RateLimiter:
+    """A token bucket per source: a flood gets 429 with Retry-After instead of a slow server."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, tuple[float, float]] = {}     # source → (tokens, at)
+        self.lock = threading.Lock()
+
+    def wait_s(self, source: str, rate: float, burst: int) -> float:
+        """0 when a delivery may pass now (and take a token), else seconds until one may."""
+        with self.lock:
+            now = time.monotonic()
+            tokens, at = self.buckets.get(source, (float(burst), now))
+            tokens = min(float(burst), tokens + (now - at) * rate)
+            if tokens >= 1:
+                self.buckets[source] = (tokens - 1, now)
+                return 0.0
+            self.buckets[source] = (tokens, now)
+            return (1 - tokens) / rate
+
+
 @webhooks.post("/webhooks/<source>")
 def receive(source: str):
-    """Verify, parse to keys, record durably, answer 202. No fetching or embedding here."""
+    """Check, verify, parse to keys, record durably, answer 202. No fetching or embedding here."""
     engine = _engine()
     connector = engine.connectors.get(source)
     if connector is None:
         return jsonify(error=f"unknown source {source!r}"), 404
+    config = engine.config.sources[source]
+    replay_window = 2 * engine.config.timestamp_tolerance_s      # longer than any timestamp we accept
     try:
+        if not config.allows(request.remote_addr):
+            raise Rejected(403, "address not allowed for this source")
+        if config.rate_limit_per_s and (wait := current_app.extensions["ragsync.limiter"].wait_s(
+                source, config.rate_limit_per_s, config.rate_limit_burst)):
+            engine.metrics.rejected.labels(source, "429").inc()
+            return jsonify(error="rate limit exceeded"), 429, {"Retry-After": str(math.ceil(wait))}
         if request.mimetype != "application/json":
             raise Rejected(415, "content type must be application/json")
         body = request.get_data(cache=False)
-        connector.verify(request.headers, body, time.time(), engine.config.timestamp_tolerance_s)
+        delivery = connector.verify(request.headers, body, time.time(), engine.config.timestamp_tolerance_s)
+        if engine.queue.record.seen_delivery(source, delivery, replay_window):
+            return jsonify(accepted=[], queued=0, duplicate=True), 202
         doc_ids = connector.parse(body)
     except Rejected as exc:
         engine.metrics.rejected.labels(source, str(exc.status)).inc()
         log.info("rejected delivery for %s: %s %s", source, exc.status, exc)
         raise
     queued = sum(engine.queue.add(source, doc_id) for doc_id in doc_ids)
+    engine.queue.record.remember_delivery(source, delivery, replay_window)   # after the keys are safe
     engine.metrics.webhooks.labels(source).inc()
     return jsonify(accepted=doc_ids, queued=queued, ignored=not doc_ids), 202
 

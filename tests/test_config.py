@@ -37,6 +37,7 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     ('[[sources]]\nname = "a b"\ntype = "wordpress"\n', "must be letters"),
     ('[server]\nport = "eighty"\n', "port: expected int"),
     ('this is not toml', "invalid TOML"),
+    ('[[sources]]\nname = "b"\ntype = "files"\nallow_ips = ["10.0.0.0/33"]\n', "'allow_ips'"),
 ])
 def test_bad_config_files(tmp_path, text, message):
     path = tmp_path / "c.toml"

@@ -142,3 +142,40 @@ def test_no_secret_in_logs_or_error_bodies(indexed, caplog):
     secret_core = SECRET.removeprefix("whsec_")
     for text in bodies + [caplog.text]:
         assert secret_core not in text and "test-admin-token" not in text
+
+
+def test_a_replayed_delivery_is_not_processed_twice(daemon, wp: FakeWordPress):
+    wp.publish(21, "Once", "<p>Processed once.</p>")
+    raw, headers = signed({"type": "post.published", "id": 21})
+    first = _post(daemon, raw, headers)
+    assert first.status_code == 202 and first.json()["queued"] == 1
+    daemon.idle()
+    replay = _post(daemon, raw, headers)                     # the same delivery, inside the window
+    assert replay.status_code == 202 and replay.json()["duplicate"] is True
+    _assert_nothing_queued(daemon)
+    assert wp.fetches[21] == 1
+    fresh = _post(daemon, *signed({"type": "post.published", "id": 21}))   # a new delivery id is new work
+    assert fresh.json()["queued"] == 1
+
+
+def _source_with(wp: FakeWordPress, extra: str) -> str:
+    from tests.conftest import wp_source
+    return wp_source(wp) + extra + "\n"
+
+
+@pytest.mark.parametrize("allow, status", [('["10.0.0.0/8", "192.168.1.7"]', 403), ('["127.0.0.0/8"]', 202)])
+def test_ip_allowlist(daemon_factory, wp, allow, status):
+    daemon = daemon_factory(_source_with(wp, f"allow_ips = {allow}"), consume=False)
+    resp = _post(daemon, *signed(BODY))
+    assert resp.status_code == status
+    if status == 403:
+        assert resp.json()["error"] == "address not allowed for this source"
+        _assert_nothing_queued(daemon)
+
+
+def test_rate_limit_answers_429_with_retry_after(daemon_factory, wp):
+    daemon = daemon_factory(_source_with(wp, "rate_limit_per_s = 0.2\nrate_limit_burst = 2"), consume=False)
+    codes = [_post(daemon, *signed({"type": "post.published", "id": i})) for i in (1, 2, 3)]
+    assert [r.status_code for r in codes] == [202, 202, 429]
+    assert int(codes[2].headers["retry-after"]) >= 1 and codes[2].json()["error"] == "rate limit exceeded"
+    assert len(daemon.engine.queue.pending()) == 2

@@ -126,3 +126,10 @@ def test_kill_9_with_huey_and_the_record_on_redis(redis_url, tmp_path: Path, wp,
     assert rec.rows() == []
     rec.close()
     assert exported(cfg) == published(wp, Chunker(embedder.tokenizer_file))
+
+
+def test_delivery_ids_are_remembered_per_source(record):
+    assert record.seen_delivery("blog", "msg_1", 600) is False
+    record.remember_delivery("blog", "msg_1", 600)
+    assert record.seen_delivery("blog", "msg_1", 600) is True
+    assert record.seen_delivery("docs", "msg_1", 600) is False
