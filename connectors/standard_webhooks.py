@@ -32,7 +32,9 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float, tolerance_s: int) -> str:
-    """Check id, timestamp and signature; return the delivery id. Raises Rejected(401)."""
+    """Check id, timestamp and signature; return the delivery id. Raises Rejected(401).
+    `secret` may hold several secrets separated by spaces: during a rotation the new one and
+    the old one are both accepted."""
     msg_id = headers.get("webhook-id", "")
     stamp = headers.get("webhook-timestamp", "")
     signatures = headers.get("webhook-signature", "")
@@ -44,8 +46,9 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float, tol
         raise Rejected(401, "webhook-timestamp is not an integer") from None
     if abs(now - timestamp) > tolerance_s:
         raise Rejected(401, "webhook-timestamp is outside the tolerance window")
-    expected = sign(secret, msg_id, timestamp, body).encode()
-    for candidate in signatures.split():
-        if hmac.compare_digest(candidate.encode(), expected):
-            return msg_id
+    for one in secret.split():
+        expected = sign(one, msg_id, timestamp, body).encode()
+        for candidate in signatures.split():
+            if hmac.compare_digest(candidate.encode(), expected):
+                return msg_id
     raise Rejected(401, "no valid signature")

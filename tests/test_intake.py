@@ -179,3 +179,12 @@ def test_rate_limit_answers_429_with_retry_after(daemon_factory, wp):
     assert [r.status_code for r in codes] == [202, 202, 429]
     assert int(codes[2].headers["retry-after"]) >= 1 and codes[2].json()["error"] == "rate limit exceeded"
     assert len(daemon.engine.queue.pending()) == 2
+
+
+def test_secret_rotation_accepts_the_new_and_the_old_secret(daemon, monkeypatch):
+    new = "whsec_" + "TkVXLXNlY3JldC1mb3Itcm90YXRpb24="
+    monkeypatch.setenv("RAGSYNC_TEST_SECRET", f"{new} {SECRET}")        # the variable holds both during a rotation
+    for secret in (new, SECRET):
+        assert _post(daemon, *signed({"type": "post.published", "id": 30}, secret=secret)).status_code == 202
+    other = "whsec_" + "QUJDREVGR0hJSktMTU5PUA=="
+    assert _post(daemon, *signed(BODY, secret=other)).status_code == 401
