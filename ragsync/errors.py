@@ -12,11 +12,13 @@ class ConfigError(RagsyncError):
 
 
 class Rejected(RagsyncError):
-    """A webhook delivery refused before anything was queued; `status` is the HTTP answer."""
+    """A webhook delivery refused before anything was queued; `status` is the HTTP answer,
+    `retry_after` (seconds) becomes a Retry-After header."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class FetchError(RagsyncError):

@@ -98,8 +98,7 @@ def run(engine, sources: list[str], *, dry_run: bool = False, force: bool = Fals
             keys = [(source, doc_id) for doc_id in report.keys]
             for key in keys:
                 engine.queue.add(*key, origin="reconcile")
-            _wait(engine, keys, wait_s, standalone, f"reconcile {source}")
-            left = len(set(keys) & engine.queue.pending_keys())
+            left = len(_wait(engine, keys, wait_s, standalone, f"reconcile {source}"))
             if left:
                 report.errors.append(f"{left} page(s) not applied yet (retrying; see `ragsync status`)")
             parked = {d.doc_id for d in engine.queue.dead() if d.source == source} & set(report.keys)
@@ -115,8 +114,9 @@ def run(engine, sources: list[str], *, dry_run: bool = False, force: bool = Fals
     return reports
 
 
-def _wait(engine, keys: list[tuple[str, str]], wait_s: float, standalone: bool, label: str) -> None:
-    """Until the queued keys are applied; a progress bar when stderr is a terminal."""
+def _wait(engine, keys: list[tuple[str, str]], wait_s: float, standalone: bool, label: str) -> set[tuple[str, str]]:
+    """Until the queued keys are applied (returns those still pending); a progress bar when
+    stderr is a terminal."""
     bar = tqdm(total=len(keys), desc=label, unit="page", disable=not sys.stderr.isatty(), leave=False)
     deadline = time.monotonic() + wait_s
     left = set(keys)
@@ -131,3 +131,4 @@ def _wait(engine, keys: list[tuple[str, str]], wait_s: float, standalone: bool, 
         if standalone and engine.queue.huey.pending_count() == 0:
             break                        # what is left waits on a retry: the daemon runs it later
     bar.close()
+    return left

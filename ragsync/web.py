@@ -41,7 +41,8 @@ def create_app(engine: Engine) -> Flask:
 
     @app.errorhandler(Rejected)
     def rejected(exc: Rejected):
-        return jsonify(error=str(exc)), exc.status
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
+        return jsonify(error=str(exc)), exc.status, headers
 
     @app.errorhandler(RagsyncError)
     def ragsync_error(exc: RagsyncError):
@@ -99,8 +100,7 @@ def receive(source: str):
             raise Rejected(403, "address not allowed for this source")
         if config.rate_limit_per_s and (wait := current_app.extensions["ragsync.limiter"].wait_s(
                 source, config.rate_limit_per_s, config.rate_limit_burst)):
-            engine.metrics.rejected.labels(source, "429").inc()
-            return jsonify(error="rate limit exceeded"), 429, {"Retry-After": str(math.ceil(wait))}
+            raise Rejected(429, "rate limit exceeded", retry_after=math.ceil(wait))
         if request.mimetype != "application/json":
             raise Rejected(415, "content type must be application/json")
         body = request.get_data(cache=False)

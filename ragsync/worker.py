@@ -79,11 +79,12 @@ class Pipeline:
         previous = live_before if live_before != list(desired) else (current.previous_ids if current else [])
         record = PageRecord(source, page.doc_id, "live", page.modified, page.title, page.url,
                             live_ids=list(desired), previous_ids=previous, indexed_at=now)
-        if not current or _differs(current, record):
+        switched = not current or _differs(current, record)
+        if switched:
             self.store.put_page(record)                          # the switch: one write
         stale = [pid for pid in existing if pid not in desired]
         self.store.delete_chunks(stale)
-        if current and current.state == "live" and not new_ids and not stale and not _differs(current, record):
+        if current and current.state == "live" and not new_ids and not stale and not switched:
             return Outcome("unchanged")
         return Outcome("updated" if current and current.state == "live" else "indexed", len(new_ids), len(stale))
 
