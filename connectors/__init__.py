@@ -11,7 +11,11 @@ if TYPE_CHECKING:
     from connectors.base import Connector
 
 TYPES = {
+    "contentful": "connectors.contentful:ContentfulConnector",
     "files": "connectors.files:FilesConnector",
+    "generic": "connectors.generic:GenericConnector",
+    "ghost": "connectors.ghost:GhostConnector",
+    "strapi": "connectors.strapi:StrapiConnector",
     "wordpress": "connectors.wordpress:WordPressConnector",
 }
 

@@ -5,6 +5,8 @@ Qdrant, chunks or embeddings; the pipeline knows nothing about any CMS.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -14,8 +16,19 @@ from typing import Any, ClassVar
 import httpx
 
 from connectors import standard_webhooks
-from ragsync.config import SourceConfig
+from ragsync.config import SourceConfig, env_secret
 from ragsync.errors import FetchError, Rejected
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook request exactly as it arrived: the raw bytes are what signatures cover."""
+    method: str
+    target: str                  # path and query string as sent, e.g. "/webhooks/ghost?event=post.deleted"
+    headers: Mapping[str, str]   # case-insensitive lookup
+    query: Mapping[str, str]
+    body: bytes
+    received: float              # time.time() on arrival
 
 
 @dataclass(frozen=True)
@@ -44,8 +57,9 @@ class Listed:
 
 
 class Connector:
-    """Base class; one subclass per CMS folder. The defaults speak Standard Webhooks with a
-    JSON body carrying `id`, which is what ragsync's own CMS plugins send."""
+    """Base class; one subclass per CMS folder, registered by one line in connectors.TYPES.
+    The defaults speak Standard Webhooks with a JSON body carrying `id`, which is what
+    ragsync's own CMS plugins send."""
 
     #: config keys this connector accepts in its [[sources]] table, beyond the common ones
     options: ClassVar[frozenset[str]] = frozenset()
@@ -54,14 +68,16 @@ class Connector:
         self.source = source
         self.http = http
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float, tolerance_s: int) -> str:
-        """Authenticate a delivery from the raw bytes; return its delivery id or raise Rejected."""
-        return standard_webhooks.verify(self.source.secret(), headers, body, now, tolerance_s)
+    def verify(self, delivery: Delivery, tolerance_s: int) -> str | None:
+        """Authenticate a delivery from its raw bytes (constant-time compares); return an id
+        that is the same for a replay of it (None when the scheme has none), or raise Rejected."""
+        return standard_webhooks.verify(self.source.secret(), delivery.headers, delivery.body,
+                                        delivery.received, tolerance_s)
 
-    def parse(self, body: bytes) -> list[str]:
+    def parse(self, delivery: Delivery) -> list[str]:
         """The document ids a verified delivery says may have changed; [] for events to ignore.
         Nothing else in the body is trusted: the pass fetches the truth by id."""
-        payload = json_object(body)
+        payload = json_object(delivery.body)
         doc_id = payload.get("id")
         if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id).strip() == "":
             raise Rejected(400, "body needs an 'id' (string or integer)")
@@ -77,11 +93,17 @@ class Connector:
 
     # -- helpers for HTTP connectors -------------------------------------------------------
 
-    def get(self, url: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+    def token(self, option: str) -> str | None:
+        """A secret named by an `*_env` option (e.g. api_token_env), read from the environment."""
+        var = self.source.options.get(option)
+        return env_secret(str(var), f"source {self.source.name!r}") if var else None
+
+    def get(self, url: str, params: Mapping[str, Any] | None = None,
+            headers: Mapping[str, str] | None = None) -> httpx.Response:
         """GET with the one retry classification every connector shares: 2xx and the 'not
         visible' statuses come back to the caller; 429/5xx/timeouts are transient errors."""
         try:
-            resp = self.http.get(url, params=params)
+            resp = self.http.get(url, params=params, headers=headers)
         except httpx.TimeoutException:
             raise FetchError(f"{self.source.name}: timeout fetching {url}", transient=True) from None
         except httpx.HTTPError as exc:
@@ -91,6 +113,54 @@ class Connector:
         transient = resp.status_code == 429 or resp.status_code >= 500
         raise FetchError(f"{self.source.name}: HTTP {resp.status_code} from {url}",
                          transient=transient, retry_after=_retry_after(resp))
+
+
+def json_body(resp: httpx.Response) -> Any:
+    """A CMS answer's JSON; a CMS that answers something else is misconfigured, not flaky."""
+    try:
+        return resp.json()
+    except ValueError:
+        raise FetchError(f"non-JSON answer from {resp.request.url.copy_with(query=None)}", transient=False) from None
+
+
+def refused(source: str, what: str, resp: httpx.Response) -> FetchError:
+    """An answer that means ragsync is misconfigured (a rejected API key, a listing that is not
+    there), never "the document is gone": it goes to the dead-letter queue, nothing is deleted."""
+    return FetchError(f"{source}: {what} answered HTTP {resp.status_code}", transient=False)
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def same(given: str, expected: str) -> bool:
+    """Constant-time string equality (signatures, tokens)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def replay_id(*parts: str) -> str:
+    """A delivery id for schemes without one: a replay of the same signed request repeats it."""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def check_age(stamp_ms: str, now: float, tolerance_s: int) -> None:
+    """Reject a millisecond timestamp outside the tolerance window (Ghost, Contentful)."""
+    try:
+        stamp = int(stamp_ms) / 1000
+    except ValueError:
+        raise Rejected(401, "signature timestamp is not an integer") from None
+    if abs(now - stamp) > tolerance_s:
+        raise Rejected(401, "signature timestamp is outside the tolerance window")
+
+
+def fill(template: str, values: Mapping[str, Any]) -> str:
+    """A `url_template` filled from a document's fields; a field it lacks renders empty."""
+    return template.format_map(_Blank({k: v for k, v in values.items() if isinstance(v, (str, int, float))}))
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 def json_object(body: bytes) -> dict[str, Any]:

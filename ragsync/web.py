@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from connectors.base import Delivery
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected
 
@@ -101,21 +102,31 @@ def receive(source: str):
         if config.rate_limit_per_s and (wait := current_app.extensions["ragsync.limiter"].wait_s(
                 source, config.rate_limit_per_s, config.rate_limit_burst)):
             raise Rejected(429, "rate limit exceeded", retry_after=math.ceil(wait))
-        if request.mimetype != "application/json":
+        if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
             raise Rejected(415, "content type must be application/json")
-        body = request.get_data(cache=False)
-        delivery = connector.verify(request.headers, body, time.time(), engine.config.timestamp_tolerance_s)
-        if engine.queue.record.seen_delivery(source, delivery, replay_window):
+        delivery = Delivery(method=request.method, target=_target(), headers=request.headers,
+                            query=request.args, body=request.get_data(cache=False), received=time.time())
+        delivery_id = connector.verify(delivery, engine.config.timestamp_tolerance_s)
+        if delivery_id and engine.queue.record.seen_delivery(source, delivery_id, replay_window):
             return jsonify(accepted=[], queued=0, duplicate=True), 202
-        doc_ids = connector.parse(body)
+        doc_ids = connector.parse(delivery)
     except Rejected as exc:
         engine.metrics.rejected.labels(source, str(exc.status)).inc()
         log.info("rejected delivery for %s: %s %s", source, exc.status, exc)
         raise
     queued = sum(engine.queue.add(source, doc_id) for doc_id in doc_ids)
-    engine.queue.record.remember_delivery(source, delivery, replay_window)   # after the keys are safe
+    if delivery_id:                                  # remembered after the keys are safe
+        engine.queue.record.remember_delivery(source, delivery_id, replay_window)
+    if not doc_ids:
+        log.info("ignored delivery for %s (no document event)", source)
     engine.metrics.webhooks.labels(source).inc()
     return jsonify(accepted=doc_ids, queued=queued, ignored=not doc_ids), 202
+
+
+def _target() -> str:
+    """The request target as the sender signed it: path plus the raw query string."""
+    query = request.query_string.decode("latin-1")
+    return request.path + (f"?{query}" if query else "")
 
 
 # -- search -----------------------------------------------------------------------------------

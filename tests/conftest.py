@@ -155,6 +155,18 @@ def words(seed: int, n: int) -> str:
     return " ".join(out).capitalize() + "."
 
 
+def reconcile_cli(config_path: Path) -> dict:
+    """`ragsync reconcile --json` as a user runs it (over the daemon's admin API); its one report."""
+    import os
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "ragsync", "--config", str(config_path), "reconcile", "--json"],
+                         capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr + out.stdout
+    (report,) = json.loads(out.stdout)["reports"]
+    return report
+
+
 def free_port() -> int:
     import socket
     with socket.socket() as s:
@@ -190,6 +202,20 @@ class ServeProcess:
 
     def idle(self, timeout: float = 180) -> None:
         wait_for(lambda: self.admin("/admin/status")["pending"] == 0, timeout, "the daemon's queue to drain")
+
+    def texts(self) -> dict[str, str]:
+        """doc_id → all its chunk text, from the daemon's own export."""
+        out: dict[str, str] = {}
+        resp = self.http.get("/admin/export", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+        for line in resp.text.splitlines():
+            point = json.loads(line)
+            doc = point["metadata"]["doc_id"]
+            out[doc] = out.get(doc, "") + " " + point["page_content"]
+        return out
+
+    def eventually(self, check: Callable[[dict[str, str]], bool], what: str, timeout: float = 15) -> None:
+        """Poll the index (doc_id → text) until `check` holds: a real CMS delivers asynchronously."""
+        wait_for(lambda: check(self.texts()), timeout, what)
 
     def webhook(self, source: str, body: dict) -> httpx.Response:
         raw, headers = signed(body)

@@ -1,6 +1,6 @@
-"""A small fake WordPress REST server (real HTTP, real status codes) for fault injection.
-The real-WordPress end-to-end test is its own file; this one answers like WordPress 6.x
-does for anonymous clients (see shared/research/real-cms.md)."""
+"""Small fake CMS servers (real HTTP, real status codes) for fault injection and for Contentful,
+which cannot run locally. Each answers the way shared/research/cms-formats.md and
+real-cms.md record the real one answering; the real-CMS end-to-end tests are separate files."""
 
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ class Post:
     modified: datetime = field(default_factory=lambda: datetime(2026, 1, 1, tzinfo=timezone.utc))
 
 
-class FakeWordPress:
+class FakeServer:
+    """Lifecycle, a clock and injected failures shared by the fakes; `_build` is the API."""
+
     def __init__(self) -> None:
-        self.posts: dict[int, Post] = {}
-        self.fetches: dict[int, int] = {}
+        self.fetches: dict = {}
         self.failures: list[tuple[int, dict[str, str]]] = []     # (status, headers) for the next requests
-        self.pretty_permalinks = True
         self.clock = datetime(2026, 1, 1, tzinfo=timezone.utc)
         self.lock = threading.Lock()
         self.app = self._build()
@@ -39,16 +39,41 @@ class FakeWordPress:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def _build(self) -> Flask:
+        raise NotImplementedError
+
     def close(self) -> None:
         self.server.shutdown()
 
-    # -- what a test does to the CMS ----------------------------------------------------------
-
     def tick(self) -> datetime:
-        """Each change gets a later modified time, as WordPress gives it."""
+        """Each change gets a later modified time, as a CMS gives it."""
         with self.lock:
             self.clock += timedelta(seconds=1)
             return self.clock
+
+    def fail_next(self, n: int, status: int = 503, retry_after: str | None = None) -> None:
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        self.failures.extend([(status, headers)] * n)
+
+    def injected(self):
+        with self.lock:
+            if self.failures:
+                status, headers = self.failures.pop(0)
+                return jsonify(code="injected", message="injected failure"), status, headers
+        return None
+
+    def count(self, doc_id) -> None:
+        with self.lock:
+            self.fetches[doc_id] = self.fetches.get(doc_id, 0) + 1
+
+
+class FakeWordPress(FakeServer):
+    def __init__(self) -> None:
+        self.posts: dict[int, Post] = {}
+        self.pretty_permalinks = True
+        super().__init__()
+
+    # -- what a test does to the CMS ----------------------------------------------------------
 
     def publish(self, post_id: int, title: str, html: str, type: str = "post") -> Post:
         post = Post(post_id, title, html, type=type, modified=self.tick())
@@ -73,26 +98,15 @@ class FakeWordPress:
     def delete(self, post_id: int) -> None:
         del self.posts[post_id]
 
-    def fail_next(self, n: int, status: int = 503, retry_after: str | None = None) -> None:
-        headers = {"Retry-After": retry_after} if retry_after else {}
-        self.failures.extend([(status, headers)] * n)
-
     # -- the REST API -------------------------------------------------------------------------
 
     def _build(self) -> Flask:
         app = Flask("fake-wordpress")
 
-        def injected():
-            with self.lock:
-                if self.failures:
-                    status, headers = self.failures.pop(0)
-                    return jsonify(code="injected", message="injected failure"), status, headers
-            return None
-
         def one(base: str, post_id: int):
-            if (failure := injected()) is not None:
+            if (failure := self.injected()) is not None:
                 return failure
-            self.fetches[post_id] = self.fetches.get(post_id, 0) + 1
+            self.count(post_id)
             post = self.posts.get(post_id)
             if post is None or BASES.get(base) != post.type:
                 return jsonify(code="rest_post_invalid_id", message="Invalid post ID.", data={"status": 404}), 404
@@ -102,7 +116,7 @@ class FakeWordPress:
             return jsonify(self._render(post, base))
 
         def many(base: str):
-            if (failure := injected()) is not None:
+            if (failure := self.injected()) is not None:
                 return failure
             per_page = int(request.args.get("per_page", 10))
             page = int(request.args.get("page", 1))
@@ -149,3 +163,211 @@ class FakeWordPress:
             "title": {"rendered": post.title},
             "content": {"rendered": "" if protected else post.html, "protected": protected},
         }
+
+
+@dataclass
+class Doc:
+    """A document in one of the fakes below: `fields` holds the CMS's own body fields."""
+    id: str
+    title: str
+    fields: dict
+    kind: str = "posts"           # Ghost: posts/pages, Strapi: the collection, Contentful: content type
+    published: bool = True
+    modified: datetime = field(default_factory=lambda: datetime(2026, 1, 1, tzinfo=timezone.utc))
+
+
+class FakeDocs(FakeServer):
+    """A store of Docs with the changes a test makes; subclasses add one CMS's API."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, Doc] = {}
+        self.list_calls = 0
+        super().__init__()
+
+    def put(self, doc_id: str, title: str, kind: str = "posts", published: bool = True, **fields) -> Doc:
+        doc = Doc(doc_id, title, fields, kind, published, self.tick())
+        self.docs[doc_id] = doc
+        return doc
+
+    def unpublish(self, doc_id: str) -> None:
+        self.docs[doc_id].published = False
+        self.docs[doc_id].modified = self.tick()
+
+    def delete(self, doc_id: str) -> None:
+        del self.docs[doc_id]
+
+    def visible(self, doc_id: str, kind: str | None = None) -> Doc | None:
+        self.count(doc_id)
+        doc = self.docs.get(doc_id)
+        return doc if doc and doc.published and kind in (None, doc.kind) else None
+
+    def published(self, kind: str | None = None) -> list[Doc]:
+        with self.lock:
+            self.list_calls += 1
+            return sorted((d for d in self.docs.values() if d.published and kind in (None, d.kind)),
+                          key=lambda d: d.id)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class FakeGhost(FakeDocs):
+    """Ghost's Content API: 404 for anything not published, `?key=` required, paged browse."""
+    key = "ghost-content-key"
+
+    def _build(self) -> Flask:
+        app = Flask("fake-ghost")
+
+        def render(doc: Doc) -> dict:
+            return {"id": doc.id, "title": doc.title, "html": doc.fields.get("html", ""),
+                    "url": f"{self.url}/{doc.id}/", "updated_at": stamp(doc.modified)}
+
+        @app.get("/ghost/api/content/<kind>/<doc_id>/")
+        def one(kind: str, doc_id: str):
+            if (failure := self.injected()) is not None:
+                return failure
+            if request.args.get("key") != self.key:
+                return jsonify(errors=[{"message": "Unknown Content API Key", "type": "UnauthorizedError"}]), 401
+            doc = self.visible(doc_id, kind)
+            if doc is None:
+                return jsonify(errors=[{"message": "Resource not found", "type": "NotFoundError"}]), 404
+            return jsonify({kind: [render(doc)]})
+
+        @app.get("/ghost/api/content/<kind>/")
+        def browse(kind: str):
+            if request.args.get("key") != self.key:
+                return jsonify(errors=[{"type": "UnauthorizedError"}]), 401
+            limit, page = int(request.args.get("limit", 15)), int(request.args.get("page", 1))
+            docs = self.published(kind)
+            pages = max(1, -(-len(docs) // limit))
+            chunk = docs[(page - 1) * limit: page * limit]
+            return jsonify({kind: [{"id": d.id, "updated_at": stamp(d.modified)} for d in chunk],
+                            "meta": {"pagination": {"page": page, "limit": limit, "pages": pages,
+                                                    "total": len(docs), "next": page + 1 if page < pages else None}}})
+
+        return app
+
+
+class FakeStrapi(FakeDocs):
+    """Strapi 5's REST API: Bearer API token, documentId addressing, 404 when not published."""
+    token = "strapi-read-only-token"
+
+    def _build(self) -> Flask:
+        app = Flask("fake-strapi")
+
+        def render(doc: Doc) -> dict:
+            return {"id": 7, "documentId": doc.id, "title": doc.title, **doc.fields, "locale": "en",
+                    "createdAt": stamp(doc.modified), "updatedAt": stamp(doc.modified),
+                    "publishedAt": stamp(doc.modified)}
+
+        @app.before_request
+        def auth():
+            if request.headers.get("authorization") != f"Bearer {self.token}":
+                return jsonify(data=None, error={"status": 403, "name": "ForbiddenError", "message": "Forbidden"}), 403
+            return self.injected()
+
+        @app.get("/api/<collection>/<doc_id>")
+        def one(collection: str, doc_id: str):
+            doc = self.visible(doc_id, collection)
+            if doc is None or request.args.get("status", "published") != "published":
+                return jsonify(data=None, error={"status": 404, "name": "NotFoundError",
+                                                 "message": "Document not found"}), 404
+            return jsonify(data=render(doc), meta={})
+
+        @app.get("/api/<collection>")
+        def many(collection: str):
+            page = int(request.args.get("pagination[page]", 1))
+            size = min(100, int(request.args.get("pagination[pageSize]", 25)))
+            docs = self.published(collection)
+            count = max(1, -(-len(docs) // size))
+            chunk = docs[(page - 1) * size: page * size]
+            return jsonify(data=[{"id": 7, "documentId": d.id, "updatedAt": stamp(d.modified)} for d in chunk],
+                           meta={"pagination": {"page": page, "pageSize": size, "pageCount": count, "total": len(docs)}})
+
+        return app
+
+
+class FakeContentful(FakeDocs):
+    """Contentful's Delivery and Sync APIs for one space/environment (fields in en-US)."""
+    token = "contentful-delivery-token"
+    space = "space1"
+    page_size = 100
+
+    def _build(self) -> Flask:
+        app = Flask("fake-contentful")
+        root = f"/spaces/{self.space}/environments/master"
+
+        def entry(doc: Doc, locale: str | None) -> dict:
+            fields = {"title": doc.title, **doc.fields}
+            return {"sys": {"id": doc.id, "type": "Entry", "updatedAt": stamp(doc.modified),
+                            "contentType": {"sys": {"type": "Link", "linkType": "ContentType", "id": doc.kind}}},
+                    "fields": fields if locale else {k: {"en-US": v} for k, v in fields.items()}}
+
+        @app.before_request
+        def auth():
+            if request.headers.get("authorization") != f"Bearer {self.token}":
+                return jsonify(sys={"type": "Error", "id": "AccessTokenInvalid"}), 401
+            return self.injected()
+
+        @app.get(f"{root}/entries/<doc_id>")
+        def one(doc_id: str):
+            doc = self.visible(doc_id)
+            if doc is None:
+                return jsonify(sys={"type": "Error", "id": "NotFound"}, message="The resource could not be found."), 404
+            return jsonify(entry(doc, request.args.get("locale")))
+
+        @app.get(f"{root}/sync")
+        def sync():
+            if request.args.get("initial") == "true":
+                offset = 0
+                docs = [d for d in self.published() if request.args.get("content_type") in (None, d.kind)]
+                self.sync_set = docs
+            else:
+                offset = int(request.args["sync_token"].removeprefix("tok"))
+                docs = self.sync_set
+                self.list_calls += 1
+            items = [entry(d, None) for d in docs[offset: offset + self.page_size]]
+            nxt = offset + self.page_size
+            link = "nextPageUrl" if nxt < len(docs) else "nextSyncUrl"
+            return jsonify(sys={"type": "Array"}, items=items,
+                           **{link: f"https://cdn.contentful.com{root}/sync?sync_token=tok{nxt}"})
+
+        return app
+
+
+class FakeGeneric(FakeDocs):
+    """The generic connector's documented HTTP contract (README "Connecting an in-house CMS")."""
+    token = "generic-api-token"
+    page_size = 100
+
+    def _build(self) -> Flask:
+        app = Flask("fake-generic")
+
+        @app.before_request
+        def auth():
+            if request.headers.get("authorization") != f"Bearer {self.token}":
+                return jsonify(error="unauthorized"), 401
+            return self.injected()
+
+        @app.get("/documents/<path:doc_id>")
+        def one(doc_id: str):
+            doc = self.docs.get(doc_id)
+            self.count(doc_id)
+            if doc is None:
+                return jsonify(error="no such document"), 404
+            if not doc.published:
+                return jsonify(error="not published"), 410
+            return jsonify(id=doc.id, title=doc.title, url=f"{self.url}/d/{doc.id}",
+                           modified=stamp(doc.modified), **doc.fields)
+
+        @app.get("/documents")
+        def many():
+            docs = self.published()
+            start = int(request.args.get("cursor", 0))
+            limit = int(request.args.get("limit", self.page_size))
+            nxt = start + limit
+            return jsonify(documents=[{"id": d.id, "modified": stamp(d.modified)} for d in docs[start:nxt]],
+                           next_cursor=str(nxt) if nxt < len(docs) else None)
+
+        return app

@@ -4,11 +4,9 @@ MariaDB, php -S) sends the webhooks; every change is made through WordPress's ow
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, SECRET, SECRET_ENV, ServeProcess, free_port, wait_for, write_config
+from tests.conftest import ADMIN_TOKEN, SECRET, SECRET_ENV, ServeProcess, free_port, reconcile_cli, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,17 +57,6 @@ def site(tmp_path: Path, monkeypatch):
     Path(f"/etc/wordpress/config-ragsync{wp_port}.php").unlink(missing_ok=True)
 
 
-def _texts(daemon: ServeProcess) -> dict[str, str]:
-    """doc_id → all its chunk text, from the daemon's own export."""
-    out: dict[str, str] = {}
-    resp = daemon.http.get("/admin/export", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
-    for line in resp.text.splitlines():
-        point = json.loads(line)
-        doc = point["metadata"]["doc_id"]
-        out[doc] = out.get(doc, "") + " " + point["page_content"]
-    return out
-
-
 def _webhooks_received(daemon: ServeProcess) -> float:
     for line in daemon.http.get("/metrics").text.splitlines():
         if line.startswith('ragsync_webhooks_total{source="blog"}'):
@@ -77,75 +64,63 @@ def _webhooks_received(daemon: ServeProcess) -> float:
     return 0.0
 
 
-def _eventually(daemon: ServeProcess, check, what: str) -> None:
-    wait_for(lambda: check(_texts(daemon)), 15, what)
-
-
 def _wp_eval(site, php: str) -> None:
     subprocess.run(["php", str(site["dir"] / "bin" / "wp-eval.php"), php], check=True, capture_output=True, timeout=60)
 
 
-def _reconcile(site) -> dict:
-    out = subprocess.run([sys.executable, "-m", "ragsync", "--config", str(site["cfg"]), "reconcile", "--json"],
-                         capture_output=True, text=True, timeout=300, env=os.environ.copy())
-    assert out.returncode == 0, out.stderr + out.stdout
-    (report,) = json.loads(out.stdout)["reports"]
-    return report
-
-
 def test_real_wordpress_end_to_end(site):
     daemon, rest = site["daemon"], site["rest"]
-    assert _reconcile(site)["added"]                               # WordPress's own sample post and page
+    assert reconcile_cli(site["cfg"])["added"]                               # WordPress's own sample post and page
     body = "<p>Ferris the crab teaches ownership and borrowing to new Rust programmers.</p>"
     post = rest.post("/posts", json={"title": "Meet Ferris", "content": body, "status": "publish"}).json()
     pid = str(post["id"])
     started = time.monotonic()
-    _eventually(daemon, lambda t: "Ferris the crab" in t.get(pid, ""), "the published post to be indexed")
+    daemon.eventually(lambda t: "Ferris the crab" in t.get(pid, ""), "the published post to be indexed")
     print(f"\npublish → indexed in {time.monotonic() - started:.2f}s")
     hits = daemon.http.get("/search", params={"q": "who teaches ownership to Rust programmers", "limit": 3}).json()
     assert hits["results"][0]["doc_id"] == pid and hits["results"][0]["title"] == "Meet Ferris"
 
     rest.post(f"/posts/{pid}", json={"content": "<p>Ferris now explains lifetimes and slices instead.</p>"})
-    _eventually(daemon, lambda t: "lifetimes" in t.get(pid, "") and "borrowing" not in t.get(pid, ""), "the edit")
+    daemon.eventually(lambda t: "lifetimes" in t.get(pid, "") and "borrowing" not in t.get(pid, ""), "the edit")
 
     for change, present in ((({"status": "draft"}), False), ({"status": "publish"}, True),
                             ({"status": "private"}, False), ({"status": "publish"}, True),
                             ({"password": "hunter2"}, False), ({"password": ""}, True)):
         rest.post(f"/posts/{pid}", json=change)
-        _eventually(daemon, lambda t: (pid in t) == present, f"{change} → {'indexed' if present else 'gone'}")
+        daemon.eventually(lambda t: (pid in t) == present, f"{change} → {'indexed' if present else 'gone'}")
 
     rest.delete(f"/posts/{pid}")                                   # to the trash
-    _eventually(daemon, lambda t: pid not in t, "trash → gone")
+    daemon.eventually(lambda t: pid not in t, "trash → gone")
     rest.post(f"/posts/{pid}", json={"status": "publish"})         # out of the trash again
-    _eventually(daemon, lambda t: pid in t, "untrash → back")
+    daemon.eventually(lambda t: pid in t, "untrash → back")
     rest.delete(f"/posts/{pid}", params={"force": "true"})         # permanently
-    _eventually(daemon, lambda t: pid not in t, "permanent delete → gone")
+    daemon.eventually(lambda t: pid not in t, "permanent delete → gone")
 
     page = rest.post("/pages", json={"title": "About", "content": "<p>This site documents crabs.</p>",
                                      "status": "publish"}).json()
-    _eventually(daemon, lambda t: "documents crabs" in t.get(str(page["id"]), ""), "a page to be indexed")
+    daemon.eventually(lambda t: "documents crabs" in t.get(str(page["id"]), ""), "a page to be indexed")
 
     sent = _webhooks_received(daemon)
     autosave = rest.post(f"/pages/{page['id']}/autosaves", json={"content": "<p>Unsaved draft text.</p>"})
     assert autosave.status_code in (200, 201), autosave.text
     assert _webhooks_received(daemon) == sent                      # autosaves and revisions send nothing
-    assert "Unsaved draft text" not in _texts(daemon).get(str(page["id"]), "")
+    assert "Unsaved draft text" not in daemon.texts().get(str(page["id"]), "")
 
     later = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
     future = rest.post("/posts", json={"title": "Scheduled", "content": "<p>Scheduled crab news.</p>",
                                        "status": "future", "date_gmt": later}).json()
     assert future["status"] == "future"
     daemon.idle()
-    assert str(future["id"]) not in _texts(daemon)                  # not public yet
+    assert str(future["id"]) not in daemon.texts()                  # not public yet
     _wp_eval(site, f"wp_publish_post({future['id']});")             # what wp-cron does when the time comes
-    _eventually(daemon, lambda t: "Scheduled crab news" in t.get(str(future["id"]), ""), "the scheduled post")
+    daemon.eventually(lambda t: "Scheduled crab news" in t.get(str(future["id"]), ""), "the scheduled post")
 
     bulk = [rest.post("/posts", json={"title": f"Bulk {i}", "content": f"<p>Bulk post number {i} about crabs.</p>",
                                       "status": "publish"}).json()["id"] for i in range(10)]
-    _eventually(daemon, lambda t: all(str(b) in t for b in bulk), "10 posts indexed")
+    daemon.eventually(lambda t: all(str(b) in t for b in bulk), "10 posts indexed")
     _wp_eval(site, "foreach ([" + ",".join(map(str, bulk)) + "] as $id) { wp_trash_post($id); }")  # one request
-    _eventually(daemon, lambda t: not any(str(b) in t for b in bulk), "a bulk trash of 10 posts → all gone")
+    daemon.eventually(lambda t: not any(str(b) in t for b in bulk), "a bulk trash of 10 posts → all gone")
 
-    report = _reconcile(site)
+    report = reconcile_cli(site["cfg"])
     assert (report["added"], report["updated"], report["repaired"], report["tombstoned"]) == ([], [], [], [])
     assert report["listed"] == report["unchanged"] and not report["errors"]

@@ -1,35 +1,66 @@
-"""WordPress: ragsync's plugin (plugin/ragsync.php) sends Standard Webhooks deliveries; the
-connector fetches posts and pages anonymously from the core REST API, so anything not
-public (draft, pending, private, trash, deleted) is simply invisible and counts as gone."""
+"""WordPress: ragsync's plugin (plugin/ragsync.php) sends Standard Webhooks deliveries; sites
+that already run the WP Webhooks plugin can point it at ragsync instead (`signature =
+"wp-webhooks"`). The connector fetches posts and pages anonymously from the core REST API, so
+anything not public (draft, pending, private, trash, deleted) is simply invisible and counts
+as gone."""
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from collections.abc import Iterator
 
 import httpx
 
-from connectors.base import Connector, Gone, Listed, Page, iso_utc, json_object
-from ragsync.errors import FetchError, Rejected
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, hmac_sha256, iso_utc, json_body,
+                             json_object, refused, replay_id, same)
+from ragsync.config import SourceConfig
+from ragsync.errors import ConfigError, Rejected
 
 EVENTS = frozenset({"post.published", "post.updated", "post.unpublished", "post.trashed", "post.deleted"})
+WP_WEBHOOKS_TRIGGERS = frozenset({"post_create", "post_update", "post_trash", "post_delete"})
+SIGNATURES = ("standard-webhooks", "wp-webhooks")
 _TAG = re.compile(r"<[^>]+>")
 
 
 class WordPressConnector(Connector):
-    options = frozenset({"post_types"})
+    options = frozenset({"post_types", "signature"})
+
+    def __init__(self, source: SourceConfig, http: httpx.Client) -> None:
+        super().__init__(source, http)
+        self.scheme = source.options.get("signature", "standard-webhooks")
+        if self.scheme not in SIGNATURES:
+            raise ConfigError(f"source {source.name!r}: signature must be one of {', '.join(SIGNATURES)}")
 
     @property
     def rest_bases(self) -> list[str]:
         """REST bases to look in, in order; post and page ids share one id space."""
         return list(self.source.options.get("post_types", ["posts", "pages"]))
 
-    def parse(self, body: bytes) -> list[str]:
-        payload = json_object(body)
-        if payload.get("type") not in EVENTS:
+    def verify(self, delivery: Delivery, tolerance_s: int) -> str | None:
+        if self.scheme == "standard-webhooks":
+            return super().verify(delivery, tolerance_s)
+        # WP Webhooks: base64 HMAC-SHA256 of the body, no timestamp, so no replay window
+        # beyond the delivery-id dedup (documented as the weaker choice)
+        given = delivery.headers.get("x-wp-webhook-signature", "")
+        if not given:
+            raise Rejected(401, "missing X-WP-Webhook-Signature header")
+        expected = base64.b64encode(hmac_sha256(self.source.secret().encode(), delivery.body)).decode()
+        if not same(given, expected):
+            raise Rejected(401, "no valid signature")
+        return replay_id(given)
+
+    def parse(self, delivery: Delivery) -> list[str]:
+        payload = json_object(delivery.body)
+        if self.scheme == "wp-webhooks":
+            if delivery.headers.get("x-wp-webhook-name") not in WP_WEBHOOKS_TRIGGERS:
+                return []
+            post_id = payload.get("post_id")
+        elif payload.get("type") not in EVENTS:
             return []
-        post_id = payload.get("id")
+        else:
+            post_id = payload.get("id")
         if isinstance(post_id, bool) or not isinstance(post_id, (int, str)) or not str(post_id).isdigit():
             raise Rejected(400, "'id' must be a positive integer post id")
         return [str(int(post_id))]
@@ -43,7 +74,7 @@ class WordPressConnector(Connector):
                 return Gone(doc_id, f"not public (HTTP {resp.status_code})")
             if resp.status_code in (404, 410):
                 continue                      # wrong post type, or deleted: try the next base
-            post = _json(resp)
+            post = json_body(resp)
             modified = iso_utc(post.get("modified_gmt") or post.get("modified"))
             if post.get("status", "publish") != "publish":
                 return Gone(doc_id, f"status {post.get('status')}")
@@ -66,9 +97,8 @@ class WordPressConnector(Connector):
                 resp = self._rest(f"/wp/v2/{base}", {"per_page": 100, "page": page, "orderby": "id",
                                                      "order": "asc", "_fields": "id,modified_gmt"})
                 if resp.status_code != 200:
-                    raise FetchError(f"{self.source.name}: listing {base} answered HTTP {resp.status_code}",
-                                     transient=False)
-                for post in _json(resp):
+                    raise refused(self.source.name, f"listing {base}", resp)
+                for post in json_body(resp):
                     yield Listed(str(post["id"]), iso_utc(post["modified_gmt"]))
                 pages = int(resp.headers.get("x-wp-totalpages", "1") or 1)
                 page += 1
@@ -83,13 +113,6 @@ class WordPressConnector(Connector):
                 return resp
             self._plain_permalinks = True
         return self.get(f"{base}/", {"rest_route": route, **(params or {})})
-
-
-def _json(resp: httpx.Response):
-    try:
-        return resp.json()
-    except ValueError:
-        raise FetchError(f"non-JSON answer from {resp.request.url.copy_with(query=None)}", transient=False) from None
 
 
 def _is_rest_error(resp: httpx.Response) -> bool:

@@ -1,0 +1,68 @@
+"""Generic: for an in-house CMS. It sends Standard Webhooks deliveries and serves two JSON
+endpoints; README "Connecting an in-house CMS" is the contract, small enough for an afternoon.
+
+    POST <ragsync>/webhooks/<source>   {"type": "document.published", "id": "<doc id>"}
+    GET  <base_url>/documents/<id>     200 {"id", "title", "url", "modified", "html" | "markdown"}
+                                       404 or 410: not published (deleted, draft, private, …)
+    GET  <base_url>/documents?limit=100[&cursor=<c>]
+                                       200 {"documents": [{"id", "modified"}], "next_cursor": <c> | null}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from connectors.base import Connector, Delivery, Gone, Listed, Page, iso_utc, json_body, json_object, refused
+from connectors.richtext import markdown_html
+from ragsync.errors import FetchError, Rejected
+
+EVENTS = frozenset({"document.published", "document.updated", "document.unpublished", "document.deleted"})
+MAX_ID_CHARS = 256
+
+
+class GenericConnector(Connector):
+    options = frozenset({"api_token_env"})
+
+    def parse(self, delivery: Delivery) -> list[str]:
+        payload = json_object(delivery.body)
+        if payload.get("type") not in EVENTS:
+            return []
+        doc_id = payload.get("id")
+        if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or not 0 < len(str(doc_id)) <= MAX_ID_CHARS:
+            raise Rejected(400, f"'id' must be a string or integer of 1 to {MAX_ID_CHARS} characters")
+        return [str(doc_id)]
+
+    def fetch(self, doc_id: str) -> Page | Gone:
+        resp = self._get(f"/documents/{quote(doc_id, safe='')}", None)
+        if resp.status_code in (404, 410):
+            return Gone(doc_id, f"HTTP {resp.status_code}")
+        if resp.status_code != 200:
+            raise refused(self.source.name, "the document endpoint", resp)
+        doc = json_body(resp)
+        if not isinstance(doc, dict) or not doc.get("modified"):
+            raise FetchError(f"{self.source.name}: document {doc_id!r} has no 'modified'", transient=False)
+        body = doc.get("html") if isinstance(doc.get("html"), str) else markdown_html(str(doc.get("markdown") or ""))
+        return Page(doc_id=doc_id, title=str(doc.get("title") or ""), url=str(doc.get("url") or ""),
+                    html=body, modified=iso_utc(doc["modified"]))
+
+    def list(self) -> Iterator[Listed]:
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            resp = self._get("/documents", params)
+            if resp.status_code != 200:
+                raise refused(self.source.name, "listing /documents", resp)
+            body = json_body(resp)
+            for doc in body.get("documents") or []:
+                yield Listed(str(doc["id"]), iso_utc(doc["modified"]))
+            if not body.get("next_cursor"):
+                return
+            params = {"limit": 100, "cursor": body["next_cursor"]}
+
+    def _get(self, route: str, params: dict[str, Any] | None) -> httpx.Response:
+        token = self.token("api_token_env")
+        return self.get(f"{(self.source.base_url or '').rstrip('/')}{route}", params,
+                        {"Authorization": f"Bearer {token}"} if token else None)

@@ -1,0 +1,94 @@
+"""Ghost: native webhooks signed `X-Ghost-Signature: sha256=<hex>, t=<ms>` (HMAC-SHA256 of the
+raw body followed by t, Ghost ≥ 5.87.1), and the public Content API, which answers 404 for
+anything not published (draft, scheduled, unpublished, deleted) — so that is "gone".
+
+Ghost sends no event header: give each webhook its event in the target URL
+(`…/webhooks/<source>?event=post.published`); newer Ghost also puts `"event"` in the body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, check_age, hmac_sha256, iso_utc,
+                             json_body, json_object, refused, replay_id, same)
+from ragsync.config import SourceConfig
+from ragsync.errors import ConfigError, Rejected
+
+KINDS = ("post", "page")
+EVENTS = frozenset(f"{kind}.{event}" for kind in KINDS for event in (
+    "published", "published.edited", "unpublished", "deleted", "added", "edited", "scheduled",
+    "unscheduled", "rescheduled"))
+
+
+class GhostConnector(Connector):
+    options = frozenset({"content_key_env", "legacy_signature"})
+
+    def __init__(self, source: SourceConfig, http: httpx.Client) -> None:
+        super().__init__(source, http)
+        if not source.options.get("content_key_env"):
+            raise ConfigError(f"source {source.name!r}: set content_key_env (the Content API key's variable)")
+
+    def verify(self, delivery: Delivery, tolerance_s: int) -> str | None:
+        header = delivery.headers.get("x-ghost-signature", "")
+        parts = dict(p.strip().partition("=")[::2] for p in header.split(","))
+        given, stamp = parts.get("sha256", ""), parts.get("t", "")
+        if not given or not stamp:
+            raise Rejected(401, "missing or malformed X-Ghost-Signature header")
+        check_age(stamp, delivery.received, tolerance_s)
+        key = self.source.secret().encode()
+        candidates = [hmac_sha256(key, delivery.body + stamp.encode()).hex()]
+        if self.source.options.get("legacy_signature"):   # Ghost < 5.87.1 signed the body alone
+            candidates.append(hmac_sha256(key, delivery.body).hex())
+        if not any(same(given, expected) for expected in candidates):
+            raise Rejected(401, "no valid signature")
+        return replay_id(given, stamp)
+
+    def parse(self, delivery: Delivery) -> list[str]:
+        payload = json_object(delivery.body)
+        event = delivery.query.get("event") or payload.get("event")
+        if event is not None and event not in EVENTS:
+            return []                                     # member.*, tag.*, site.changed …
+        kind = next((k for k in KINDS if isinstance(payload.get(k), dict)), None)
+        if kind is None:
+            return []
+        states = payload[kind]
+        for state in ("current", "previous"):             # deleted: current is {}, previous has the id
+            doc_id = (states.get(state) or {}).get("id") if isinstance(states.get(state), dict) else None
+            if isinstance(doc_id, str) and doc_id.isalnum():
+                return [doc_id]
+        raise Rejected(400, f"'{kind}' carries no id")
+
+    def fetch(self, doc_id: str) -> Page | Gone:
+        if not doc_id.isalnum():
+            return Gone(doc_id, "not a Ghost id")
+        for kind in KINDS:                                # posts and pages share one id space
+            resp = self._content(f"{kind}s/{doc_id}/", {"formats": "html"})
+            if resp.status_code in (401, 403):            # a bad Content API key: not "gone"
+                raise refused(self.source.name, "the Content API", resp)
+            if resp.status_code == 200:
+                item = (json_body(resp).get(f"{kind}s") or [{}])[0]
+                return Page(doc_id=doc_id, title=str(item.get("title") or ""), url=str(item.get("url") or ""),
+                            html=str(item.get("html") or ""), modified=iso_utc(item["updated_at"]))
+        return Gone(doc_id, "not published")
+
+    def list(self) -> Iterator[Listed]:
+        for kind in KINDS:
+            page, pages = 1, 1
+            while page <= pages:
+                resp = self._content(f"{kind}s/", {"limit": 100, "page": page, "fields": "id,updated_at",
+                                                   "order": "id asc"})
+                if resp.status_code != 200:
+                    raise refused(self.source.name, f"listing {kind}s", resp)
+                body = json_body(resp)
+                for item in body.get(f"{kind}s", []):
+                    yield Listed(str(item["id"]), iso_utc(item["updated_at"]))
+                pages = int(((body.get("meta") or {}).get("pagination") or {}).get("pages") or 1)
+                page += 1
+
+    def _content(self, route: str, params: dict) -> httpx.Response:
+        base = (self.source.base_url or "").rstrip("/")
+        return self.get(f"{base}/ghost/api/content/{route}", {"key": self.token("content_key_env") or "", **params},
+                        {"Accept-Version": "v5.0"})

@@ -1,0 +1,102 @@
+"""Strapi 5: native webhooks (`entry.publish`, `entry.update`, `entry.unpublish`,
+`entry.delete`, …) keyed by `documentId`, fetched through the REST API with a read-only API
+token; the published version of a document that was unpublished or deleted answers 404.
+
+Strapi signs nothing. The webhook carries a static shared token in a custom header (default
+`X-Ragsync-Token`, or `Authorization: Bearer …`), compared in constant time. That is weaker than
+a signature: whoever sees one delivery can replay or forge hints for a while — they still only
+make ragsync re-fetch the truth, but keep the endpoint on HTTPS and an `allow_ips` list.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, fill, iso_utc, json_body, json_object, refused,
+                             replay_id, same)
+from connectors.richtext import is_strapi_blocks, markdown_html, strapi_blocks_html
+from ragsync.config import SourceConfig
+from ragsync.errors import ConfigError, Rejected
+
+DOC_ID_CHARS = frozenset(string.ascii_letters + string.digits)
+
+
+class StrapiConnector(Connector):
+    options = frozenset({"collections", "api_token_env", "locale", "title_field", "body_fields",
+                         "url_template", "token_header"})
+
+    def __init__(self, source: SourceConfig, http: httpx.Client) -> None:
+        super().__init__(source, http)
+        self.collections = source.options.get("collections")
+        if not isinstance(self.collections, list) or not self.collections:
+            raise ConfigError(f"source {source.name!r}: set collections (plural API ids, e.g. [\"articles\"])")
+        self.body_fields = list(source.options.get("body_fields", ["body", "content"]))
+
+    def verify(self, delivery: Delivery, tolerance_s: int) -> str | None:
+        header = self.source.options.get("token_header", "x-ragsync-token")
+        given = delivery.headers.get(header) or delivery.headers.get("authorization", "").removeprefix("Bearer ")
+        if not given or not any(same(given.strip(), secret) for secret in self.source.secret().split()):
+            raise Rejected(401, f"missing or wrong {header} token")
+        return replay_id(delivery.body.decode("utf-8", "replace"))   # the body carries its send time
+
+    def parse(self, delivery: Delivery) -> list[str]:
+        payload = json_object(delivery.body)
+        event = delivery.headers.get("x-strapi-event") or payload.get("event")
+        if not isinstance(event, str) or not event.startswith("entry."):
+            return []                                     # media.*, releases.*, …
+        doc_id = (payload.get("entry") or {}).get("documentId") if isinstance(payload.get("entry"), dict) else None
+        if not isinstance(doc_id, str) or not doc_id or not set(doc_id) <= DOC_ID_CHARS:
+            raise Rejected(400, "'entry.documentId' is missing or malformed")
+        return [doc_id]
+
+    def fetch(self, doc_id: str) -> Page | Gone:
+        if not doc_id or not set(doc_id) <= DOC_ID_CHARS:
+            return Gone(doc_id, "not a Strapi documentId")
+        for collection in self.collections:               # documentIds are unique across types
+            resp = self._api(f"/{collection}/{doc_id}", {"status": "published", "populate": "*"})
+            if resp.status_code in (401, 403):
+                raise refused(self.source.name, f"reading {collection}", resp)
+            if resp.status_code == 200:
+                return self._page(collection, json_body(resp).get("data") or {})
+        return Gone(doc_id, "not published")
+
+    def list(self) -> Iterator[Listed]:
+        for collection in self.collections:
+            page, pages = 1, 1
+            while page <= pages:
+                resp = self._api(f"/{collection}", {"status": "published", "pagination[page]": page,
+                                                    "pagination[pageSize]": 100, "sort": "documentId:asc",
+                                                    "fields[0]": "updatedAt"})
+                if resp.status_code != 200:
+                    raise refused(self.source.name, f"listing {collection}", resp)
+                body = json_body(resp)
+                for item in body.get("data") or []:
+                    yield Listed(str(item["documentId"]), iso_utc(item["updatedAt"]))
+                pages = int(((body.get("meta") or {}).get("pagination") or {}).get("pageCount") or 1)
+                page += 1
+
+    def _page(self, collection: str, data: dict[str, Any]) -> Page:
+        parts = []
+        for name in self.body_fields:
+            value = data.get(name)
+            if is_strapi_blocks(value):
+                parts.append(strapi_blocks_html(value))
+            elif isinstance(value, str):
+                parts.append(markdown_html(value))            # "Rich text (Markdown)" and plain text
+        base = (self.source.base_url or "").rstrip("/")
+        template = self.source.options.get("url_template", "{base_url}/api/{collection}/{documentId}")
+        title = data.get(self.source.options.get("title_field", "title"))
+        return Page(doc_id=str(data["documentId"]), title=str(title or ""),
+                    url=fill(template, {**data, "base_url": base, "collection": collection}),
+                    html="\n".join(parts), modified=iso_utc(data["updatedAt"]))
+
+    def _api(self, route: str, params: dict[str, Any]) -> httpx.Response:
+        if locale := self.source.options.get("locale"):
+            params = {**params, "locale": locale}
+        token = self.token("api_token_env")
+        return self.get(f"{(self.source.base_url or '').rstrip('/')}/api{route}", params,
+                        {"Authorization": f"Bearer {token}"} if token else None)
