@@ -168,6 +168,8 @@ def json_object(body: bytes) -> dict[str, Any]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise Rejected(400, "body is not valid JSON") from None
+    except RecursionError:
+        raise Rejected(400, "body is nested too deeply") from None
     if not isinstance(payload, dict):
         raise Rejected(400, "body must be a JSON object")
     return payload

