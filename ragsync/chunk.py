@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from ragsync.extract import Block
 
 ANCHOR_EVERY = 5
+VERSION = "1"                 # bump when the chunks a list of blocks gives change
 MAX_PREFIX_TOKENS = 40
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+")
 _POINT_NS = uuid.UUID("5b0f3c4e-9a77-4d1e-8f0e-2b6a1c9d7e55")

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import click
 import httpx
 
 from ragsync import config as config_mod
+from ragsync import logs
 from ragsync.config import Config
 from ragsync.errors import RagsyncError
 
@@ -57,7 +59,7 @@ def _config_option(fn: Callable) -> Callable:
 def cli(ctx: click.Context, config_file: str | None) -> None:
     """Keep a Qdrant index equal to what your CMS has published."""
     ctx.obj = {"config_file": config_file}
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(logging.WARNING)
 
 
 @cli.command()
@@ -66,29 +68,60 @@ def serve(cfg: Config) -> None:
     """Run the daemon: webhooks, search, admin API and the workers."""
     from ragsync.daemon import serve as run
     logging.getLogger().setLevel(logging.INFO)
-    for noisy in ("huey", "werkzeug", "httpx"):      # per-task and per-request lines
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     if _daemon_url(cfg):
         raise RagsyncError(f"something already answers on {cfg.base_url}; is ragsync running?")
     run(cfg)
 
 
 @cli.command()
+@_config_option
+def web(cfg: Config) -> None:
+    """Server mode: only the HTTP side (webhooks, search, admin); run `ragsync worker`s beside it."""
+    from ragsync.daemon import serve as run
+    logging.getLogger().setLevel(logging.INFO)
+    run(cfg, role="web")
+
+
+@cli.command()
+@_config_option
+def worker(cfg: Config) -> None:
+    """Server mode: only the workers, taking passes from the shared Redis queue."""
+    from ragsync.daemon import serve as run
+    logging.getLogger().setLevel(logging.INFO)
+    run(cfg, role="worker")
+
+
+@cli.command()
 @click.argument("query")
 @click.option("--source", help="only this source")
 @click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option("--url-prefix", help="only pages whose URL starts with this")
+@click.option("--modified-after", help="only pages modified at or after this ISO 8601 time")
+@click.option("--modified-before", help="only pages modified before this ISO 8601 time")
 @click.option("--json", "as_json", is_flag=True, help="JSON output")
 @_config_option
-def search(cfg: Config, query: str, source: str | None, limit: int, as_json: bool) -> None:
-    """Search the index."""
+def search(cfg: Config, query: str, source: str | None, limit: int, url_prefix: str | None,
+           modified_after: str | None, modified_before: str | None, as_json: bool) -> None:
+    """Search the index (live versions of published pages only)."""
+    from connectors.base import iso_utc
+    from ragsync.engine import SearchFilter
     if source:
         cfg.source(source)
+    try:
+        times = {k: iso_utc(v) for k, v in (("modified_after", modified_after), ("modified_before", modified_before)) if v}
+    except ValueError:
+        raise click.BadParameter("times must be ISO 8601, e.g. 2026-01-31T00:00:00Z") from None
+    where = SearchFilter(source=source, url_prefix=url_prefix, **times)
     if (url := _daemon_url(cfg)) is not None:
-        params = {"q": query, "limit": limit, **({"source": source} if source else {})}
-        results = _http(cfg, "GET", f"{url}/search", params=params, admin=False)["results"]
+        params = {"q": query, "limit": limit, **{k: v for k, v in vars(where).items() if v}}
+        token = cfg.search_token()
+        resp = httpx.get(f"{url}/search", params=params, timeout=30,
+                         headers={"authorization": f"Bearer {token}"} if token else None)
+        _check(resp)
+        results = resp.json()["results"]
     else:
         with _local(cfg) as engine:
-            results = [r.as_dict() for r in engine.search(query, limit, source)]
+            results = [r.as_dict() for r in engine.search(query, limit, where)]
     if as_json:
         click.echo(json.dumps({"query": query, "results": results}, indent=2))
         return
@@ -113,15 +146,22 @@ def status(cfg: Config, as_json: bool) -> None:
         with _local(cfg) as engine:
             data = engine.status()
         data["daemon"] = None
-    if as_json:
+    if as_json or not sys.stdout.isatty():
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"daemon:   {data['daemon'] or 'not running'}")
-    click.echo(f"points:   {data['points']}")
-    click.echo(f"pending:  {data['pending']} (oldest {data['oldest_pending_s']}s)")
-    click.echo(f"dead:     {data['dead']}")
+    click.echo(f"daemon   {data['daemon'] or 'not running'}")
+    click.echo(f"points   {data['points']}    pending {data['pending']} (oldest {data['oldest_pending_s']}s)"
+               f"    dead-letter {data['dead']}    embedded since start {data['chunks_embedded']}")
+    rows = [("source", "live pages", "gone", "points", "last reconcile", "caught (all time)")]
     for name, s in data["sources"].items():
-        click.echo(f"source {name}: {s['pages_live']} live pages, {s['pages_gone']} gone, {s['points']} points")
+        rec = data["reconcile"].get(name, {})
+        last = (f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(rec['at']))}Z listed {rec.get('listed', 0):.0f}"
+                if rec.get("at") else "never")
+        rows.append((name, str(s["pages_live"]), str(s["pages_gone"]), str(s["points"]), last,
+                     f"{rec.get('caught_total', 0):.0f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 @cli.command()
@@ -169,6 +209,27 @@ def reconcile_cmd(cfg: Config, source: str | None, dry_run: bool, force: bool, a
                         click.echo(f"  would {kind[:-1] if kind.endswith('ed') else kind}: {r['source']}/{doc_id}")
     if any(r["errors"] for r in reports):
         sys.exit(1)
+
+
+@cli.command("reindex")
+@click.option("--source", help="rebuild only this source (settings unchanged); the others are copied")
+@click.option("--drop-old", is_flag=True, help="delete the previous collection after the switch")
+@click.option("--json", "as_json", is_flag=True, help="JSON report")
+@_config_option
+def reindex_cmd(cfg: Config, source: str | None, drop_old: bool, as_json: bool) -> None:
+    """Rebuild the index with the config file's settings beside the live one, then switch."""
+    from ragsync import reindex
+    if source:
+        cfg.source(source)
+    if (url := _daemon_url(cfg)) is not None:
+        report = _http(cfg, "POST", f"{url}/admin/reindex", json={"source": source, "drop_old": drop_old}, timeout=None)
+    else:
+        with _local(cfg) as engine:
+            report = reindex.run(engine, source=source, drop_old=drop_old).as_dict()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(reindex.Report(**report).summary())
 
 
 @cli.group()

@@ -16,7 +16,7 @@ from typing import Any
 from ragsync.errors import ConfigError
 
 _TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "reconcile", "sources"}
-_SERVER_KEYS = {"host", "port", "admin_token_env", "workers", "http_threads", "max_body_bytes",
+_SERVER_KEYS = {"host", "port", "admin_token_env", "search_token_env", "workers", "http_threads", "max_body_bytes",
                 "timestamp_tolerance_s", "reconcile_on_start"}
 _QDRANT_KEYS = {"collection", "url", "api_key_env"}
 _QUEUE_KEYS = {"max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s"}
@@ -61,6 +61,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8787
     admin_token_env: str = "RAGSYNC_ADMIN_TOKEN"
+    search_token_env: str | None = None        # set: GET /search needs this bearer token
     workers: int = 2
     http_threads: int = 16
     max_body_bytes: int = 1024 * 1024
@@ -85,6 +86,10 @@ class Config:
     def admin_token(self) -> str | None:
         """The admin bearer token, or None when its variable is unset (admin API closed)."""
         return os.environ.get(self.admin_token_env) or None
+
+    def search_token(self) -> str | None:
+        """The search API key; None when search is open. Named but unset is an error."""
+        return env_secret(self.search_token_env, "[server] search_token_env") if self.search_token_env else None
 
     def source(self, name: str) -> SourceConfig:
         try:
@@ -162,6 +167,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         host=_get(server, "host", str, "127.0.0.1"),
         port=_get(server, "port", int, 8787),
         admin_token_env=_get(server, "admin_token_env", str, "RAGSYNC_ADMIN_TOKEN"),
+        search_token_env=_get(server, "search_token_env", str, None),
         workers=_get(server, "workers", int, 2),
         http_threads=_get(server, "http_threads", int, 16),
         max_body_bytes=_get(server, "max_body_bytes", int, 1024 * 1024),

@@ -13,31 +13,53 @@ from flask import Flask
 
 from ragsync import reconcile
 from ragsync.config import Config
+from ragsync.errors import ConfigError
 from ragsync.engine import Engine
 from ragsync.web import create_app
 
 log = logging.getLogger("ragsync.daemon")
 
 
-def serve(config: Config) -> None:
+def serve(config: Config, role: str = "all") -> None:
+    """role "all": web and workers in one process (embedded mode). "web" / "worker": one side
+    each, for server mode, where they share Redis (and a Qdrant server) across processes."""
+    if role != "all" and not config.redis_url:
+        raise ConfigError(f"ragsync {role} needs [queue] redis_url (processes share the queue through Redis); "
+                          "on one machine run `ragsync serve`")
     for source in config.sources.values():       # fail at start, not at the first webhook
         if source.webhook_secret_env:
             source.secret()
-    engine = Engine(config)
-    server = http_server(create_app(engine), config.host, config.port, config.http_threads)
+    config.search_token()
+    engine = Engine(config, lazy_store=role == "web")
+    if role != "web":
+        try:
+            engine.check_fingerprint()               # never write into an index built another way
+        except Exception:
+            engine.close()
+            raise
+    stopped = threading.Event()
+    server = http_server(create_app(engine), config.host, config.port, config.http_threads) if role != "worker" else None
+    stop = server.stop if server else stopped.set
     try:
         engine.embedder.model                    # load before taking traffic: /readyz is honest
-        engine.queue.recover()
-        engine.queue.start(config.workers)
+        if role != "web":
+            engine.queue.recover()
+            engine.queue.start(config.workers)
         for sig in (signal.SIGTERM, signal.SIGINT):   # stop() blocks: call it off the main thread
-            signal.signal(sig, lambda *_: threading.Thread(target=server.stop).start())
-        if config.reconcile_on_start:
+            signal.signal(sig, lambda *_: threading.Thread(target=stop).start())
+        if config.reconcile_on_start and role != "web":
             threading.Thread(target=_startup_reconcile, args=(engine,), daemon=True, name="reconcile").start()
-        log.info("ragsync listening on http://%s:%s (data in %s)", config.host, config.port, config.data_dir)
-        server.serve()
+        if server:
+            log.info("ragsync %s listening on http://%s:%s (data in %s)", role, config.host, config.port,
+                     config.data_dir)
+            server.serve()
+        else:
+            log.info("ragsync worker running %d worker thread(s) on %s", config.workers, config.redis_url)
+            stopped.wait()
     finally:
         log.info("stopping: finishing passes in flight")
-        server.stop()
+        if server:
+            server.stop()
         engine.close()
 
 

@@ -30,6 +30,10 @@ class Embedder:
     def tokenizer_file(self) -> Path:
         return self.model_dir / "tokenizer.json"
 
+    @property
+    def loaded(self) -> bool:
+        return "model" in self.__dict__         # the cached_property below has run
+
     @cached_property
     def model(self):
         from sentence_transformers import SentenceTransformer   # heavy import: only when needed

@@ -5,7 +5,10 @@ when no daemon is running (the embedded store admits one process at a time)."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import httpx
@@ -15,8 +18,9 @@ from connectors.base import Connector
 from ragsync.chunk import Chunker
 from ragsync.config import Config
 from ragsync.embed import Embedder
-from ragsync.errors import RagsyncError
-from ragsync.index import Store, open_store
+from ragsync.errors import RagsyncError, StoreError
+from ragsync.fingerprint import differences, fingerprint, short
+from ragsync.index import Catalog, Store, open_catalog
 from ragsync.metrics import Metrics
 from ragsync.queue import WorkQueue
 from ragsync.worker import Outcome, Pipeline
@@ -37,6 +41,22 @@ class SearchResult:
         return {"id": self.id, "score": round(self.score, 6), "text": self.text, **self.metadata}
 
 
+@dataclass(frozen=True)
+class SearchFilter:
+    """What a search team narrows by. Source is pushed into Qdrant; the others are checked on
+    each hit's metadata (URLs and ISO 8601 UTC times compare as strings)."""
+    source: str | None = None
+    url_prefix: str | None = None
+    modified_after: str | None = None     # inclusive
+    modified_before: str | None = None    # exclusive
+
+    def admits(self, meta: dict[str, Any]) -> bool:
+        modified = str(meta.get("modified", ""))
+        return ((not self.url_prefix or str(meta.get("url", "")).startswith(self.url_prefix))
+                and (not self.modified_after or modified >= self.modified_after)
+                and (not self.modified_before or modified < self.modified_before))
+
+
 def _page_key(payload: dict[str, Any] | None) -> tuple[str, str]:
     """(source, doc_id) of a chunk point; points not written by ragsync map to no page."""
     meta = (payload or {}).get("metadata") or {}
@@ -44,52 +64,131 @@ def _page_key(payload: dict[str, Any] | None) -> tuple[str, str]:
 
 
 class Engine:
-    def __init__(self, config: Config, *, embedder: Embedder | None = None, store: Store | None = None) -> None:
+    def __init__(self, config: Config, *, embedder: Embedder | None = None, store: Store | None = None,
+                 lazy_store: bool = False) -> None:
+        """`lazy_store`: open the index on first use (`ragsync web` next to a worker that owns an
+        embedded store opens it only when searched); otherwise at once, failing early."""
         self.config = config
+        self.fingerprint = fingerprint(config)
         self.embedder = embedder or Embedder()
-        try:
-            self.store = store or open_store(config, self.embedder.dim)
-        except RagsyncError:
-            raise
-        except Exception as exc:
-            raise RagsyncError(f"cannot open the index in {config.data_dir}: {exc} "
-                               "(is a ragsync daemon already running on this data_dir?)") from None
+        self._store = store
+        self._live = ""                            # the physical collection behind the name, once opened
+        self._store_lock = threading.Lock()
+        if not lazy_store:
+            self.store
         self.http = httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False,
                                  headers={"user-agent": "ragsync/0.1"})
         self.connectors: dict[str, Connector] = {
             name: connector_class(src.type)(src, self.http) for name, src in config.sources.items()}
         self.chunker = Chunker(self.embedder.tokenizer_file, config.max_tokens)
-        self.pipeline = Pipeline(self.store, self.embedder, self.chunker, self.connectors)
+        self.shadow: Pipeline | None = None        # a reindex's new collection: passes go there too
+        self.key_locks = [threading.Lock() for _ in range(64)]   # one pass per key on the shadow
         self.metrics = Metrics()
         self.queue = WorkQueue(config.data_dir, self._pass, redis_url=config.redis_url,
                                max_attempts=config.max_attempts, backoff_base_s=config.backoff_base_s,
                                backoff_max_s=config.backoff_max_s, lease_s=config.lease_s)
         self.queue.on_outcome = self.metrics.pass_done
+        self.metrics.bind(self)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return open_catalog(self.config, self.embedder.dim)
+
+    @property
+    def store(self) -> Store:
+        with self._store_lock:
+            if self._store is None:
+                try:
+                    self._live = self.catalog.live()
+                    self._store = self.catalog.open(self._live)
+                    if self._store.fingerprint() is None and self._store.count_chunks() == 0:
+                        self._store.set_fingerprint(self.fingerprint)     # a new collection: this config builds it
+                except RagsyncError:
+                    raise
+                except Exception as exc:
+                    raise RagsyncError(f"cannot open the index in {self.config.data_dir}: {exc} "
+                                       "(is a ragsync daemon already running on this data_dir?)") from None
+            return self._store
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        return Pipeline(self.store, self.embedder, self.chunker, self.connectors, short(self.fingerprint))
+
+    def check_fingerprint(self) -> None:
+        """Refuse to write into a collection built another way. One with points but no stamp was
+        built before fingerprints existed, by these settings: stamp it."""
+        stored = self.store.fingerprint()
+        if stored is None:
+            self.store.set_fingerprint(self.fingerprint)
+        elif stored != self.fingerprint:
+            raise RagsyncError(
+                f"the index {self.config.collection!r} was built differently from this config "
+                f"({differences(stored, self.fingerprint)}): run `ragsync reindex` to rebuild it beside the "
+                "live one while search keeps working, or restore the old settings")
+
+    def switch(self, physical: str, store: Store, pipeline: Pipeline, config: Config) -> Store:
+        """After a reindex: serve and write the new collection from now on; returns the old store."""
+        with self._store_lock:
+            old, self._store, self._live = self._store, store, physical
+            self.__dict__["pipeline"] = pipeline
+            self.config, self.chunker, self.fingerprint = config, pipeline.chunker, fingerprint(config)
+        return old
+
+    def _follow_alias(self) -> None:
+        """Server mode: another process may have switched the alias (a reindex); follow it."""
+        live = self.catalog.live()
+        if live != self._live:
+            new = self.catalog.open(live)
+            old = self.switch(live, new, Pipeline(new, self.embedder, self.chunker, self.connectors,
+                                                  short(self.fingerprint)), self.config)
+            old.close()
 
     def _pass(self, source: str, doc_id: str) -> Outcome:
         if source not in self.connectors:
             raise RagsyncError(f"source {source!r} is no longer configured")
-        outcome = self.pipeline.sync(source, doc_id)
-        self.metrics.chunks_embedded.labels(source).inc(outcome.embedded)
+        if self.queue.shared and self._store is not None:
+            self._follow_alias()
+        with self.key_lock(source, doc_id):                        # a reindex works the same keys
+            result = self.connectors[source].fetch(doc_id)          # one fetch, applied to both collections
+            outcome = self.pipeline.settle(source, doc_id, result)
+            if (shadow := self.shadow) is not None:
+                shadow.settle(source, doc_id, result)
+        self.metrics.pass_applied(source, outcome, time.time())
+        log.info("pass %s: %s (embedded %d, reused %d, deleted %d)", outcome, doc_id, outcome.embedded,
+                 outcome.reused, outcome.deleted,
+                 extra={"source": source, "doc_id": doc_id, "outcome": outcome.action})
         return outcome
 
-    def search(self, query: str, limit: int = 10, source: str | None = None) -> list[SearchResult]:
-        return self.search_vector(self.embedder.embed([query])[0], limit, source)
+    def key_lock(self, source: str, doc_id: str) -> threading.Lock:
+        return self.key_locks[hash((source, doc_id)) % len(self.key_locks)]
 
-    def search_vector(self, vector: list[float], limit: int = 10, source: str | None = None) -> list[SearchResult]:
+    def search(self, query: str, limit: int = 10, where: SearchFilter = SearchFilter()) -> list[SearchResult]:
+        return self.search_vector(self.embedder.embed([query])[0], limit, where)
+
+    def search_vector(self, vector: list[float], limit: int = 10,
+                      where: SearchFilter = SearchFilter()) -> list[SearchResult]:
+        store = self.store
+        try:
+            return self._search(store, vector, limit, where)
+        except StoreError:
+            if self.store is store:
+                raise
+            return self._search(self.store, vector, limit, where)   # a reindex switched (and dropped) it meanwhile
+
+    def _search(self, store: Store, vector: list[float], limit: int, where: SearchFilter) -> list[SearchResult]:
         """Nearest chunks of one whole version per page: the page record lists the live
         chunk ids (and the previous version's, for a query that ran just before a switch
         whose record it then read). Never a mix of versions, never a half page; over-fetches
         to make up for hidden points."""
-        match = {"metadata.source": source} if source else None
+        match = {"metadata.source": where.source} if where.source else None
         fetch = limit * 2 + 8
         while True:
-            hits = self.store.search(vector, fetch, match)
+            hits = store.search(vector, fetch, match)
             by_page: dict[tuple[str, str], set[str]] = {}
             for h in hits:
                 by_page.setdefault(_page_key(h.payload), set()).add(h.id)
             visible: set[str] = set()
-            for key, rec in self.store.pages(by_page).items():
+            for key, rec in store.pages(by_page).items():
                 if rec.state != "live":
                     continue
                 for version in (set(rec.live_ids), set(rec.previous_ids)):
@@ -97,7 +196,7 @@ class Engine:
                         visible |= by_page[key] & version
                         break
             results = [SearchResult(h.id, h.score, h.payload.get("page_content", ""), h.payload["metadata"])
-                       for h in hits if h.id in visible]
+                       for h in hits if h.id in visible and where.admits(h.payload["metadata"])]
             if len(results) >= limit or len(hits) < fetch or fetch >= limit * 32:
                 return results[:limit]
             fetch *= 4
@@ -119,9 +218,13 @@ class Engine:
             "chunks_embedded": self.embedder.embedded,
             "sources": sources,
             "reconcile": self.queue.record.reconciles(),
+            "collection": {"name": self.config.collection, "physical": self._live or None,
+                           "fingerprint": self.store.fingerprint(), "config_matches":
+                           self.store.fingerprint() in (None, self.fingerprint)},
         }
 
     def close(self) -> None:
         self.queue.close()
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
         self.http.close()

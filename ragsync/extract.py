@@ -19,6 +19,7 @@ BLOCKS = frozenset({"p", "div", "section", "article", "main", "body", "html", "b
                     "br", "hr", "address", "center", "table", "thead", "tbody", "tfoot", "tr", "caption"})
 CELLS = frozenset({"td", "th"})              # inline, each followed by " | ": a row reads "a | b | c"
 MAX_HTML_CHARS = 5_000_000
+VERSION = "1"                                # bump when the blocks an HTML page gives change
 _SPACE = re.compile(r"\s+")
 _HEADING_JUNK = re.compile(r"[#¶§🔗]+\s*$")
 

@@ -7,6 +7,9 @@ Two collections. `<collection>` holds one point per chunk, in LangChain's layout
 time and the ids of its live chunks. Flipping that record is the single write that moves a
 page from its old version to its new one, so /search (which keeps only hits listed there)
 never sees half a page. Both live in Qdrant: there is no second database to drift from it.
+
+`<collection>` is an alias of one physical collection (a Catalog): `ragsync reindex` builds
+the next one beside it and switches the alias in one atomic step.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
+import shutil
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -24,6 +29,7 @@ from typing import Any
 from ragsync.errors import StoreError
 
 PAGE_NS = uuid.UUID("0d7d2b8e-3f1a-4c55-9e41-7a0c6f2b9d13")
+FINGERPRINT_ID = str(uuid.uuid5(PAGE_NS, "ragsync:fingerprint"))   # a record beside the page records
 _PAGE_VECTOR = [1.0]          # page records need a vector in Qdrant; they are never searched by it
 _SCROLL = 1000
 
@@ -89,6 +95,10 @@ class Store:
     def iter_chunks(self, match: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         raise NotImplementedError
 
+    def iter_vectors(self, match: dict[str, str] | None = None) -> Iterator[tuple[str, list[float], dict[str, Any]]]:
+        """(id, vector, payload) of every chunk point: for copying points between collections."""
+        raise NotImplementedError
+
     def upsert_chunks(self, points: list[tuple[str, list[float], dict[str, Any]]]) -> None:
         raise NotImplementedError
 
@@ -116,6 +126,13 @@ class Store:
         raise NotImplementedError
 
     def iter_pages(self, source: str | None = None) -> Iterator[PageRecord]:
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict[str, Any] | None:
+        """What built this collection (see ragsync.fingerprint); None for one never stamped."""
+        raise NotImplementedError
+
+    def set_fingerprint(self, fp: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -193,6 +210,10 @@ class EdgeStore(Store):
         for rec in self._scroll(self.chunks, match):
             yield str(rec.id), rec.payload
 
+    def iter_vectors(self, match=None):
+        for rec in self._scroll(self.chunks, match, with_vector=True):
+            yield str(rec.id), list(rec.vector), rec.payload
+
     def upsert_chunks(self, points):
         if points:
             self.chunks.update(self.qe.UpdateOperation.upsert_points(
@@ -232,7 +253,16 @@ class EdgeStore(Store):
 
     def iter_pages(self, source=None):
         for rec in self._scroll(self.pages_shard, {"source": source} if source else None):
-            yield _record(rec.payload)
+            if "source" in rec.payload:
+                yield _record(rec.payload)
+
+    def fingerprint(self):
+        found = self.pages_shard.retrieve([FINGERPRINT_ID], True, False)
+        return found[0].payload.get("fingerprint") if found else None
+
+    def set_fingerprint(self, fp):
+        self.pages_shard.update(self.qe.UpdateOperation.upsert_points(
+            [self.qe.Point(FINGERPRINT_ID, _PAGE_VECTOR, {"fingerprint": fp})]))
 
     def close(self):
         for shard in (self.chunks, self.pages_shard):
@@ -244,11 +274,12 @@ class ClientStore(Store):
     """A Qdrant server (or qdrant-client's local mode, which tests use to check the same
     calls a server gets) through qdrant-client."""
 
-    def __init__(self, client, collection: str, dim: int) -> None:
+    def __init__(self, client, collection: str, dim: int, close_client: bool = True) -> None:
         super().__init__()
         from qdrant_client import models
         self.m = models
         self.client = client
+        self.close_client = close_client
         self.collection = collection
         self.pages_collection = f"{collection}_pages"
         for name, size, fields in ((collection, dim, ["metadata.source", "metadata.doc_id"]),
@@ -265,11 +296,11 @@ class ClientStore(Store):
         m = self.m
         return m.Filter(must=[m.FieldCondition(key=k, match=m.MatchValue(value=v)) for k, v in match.items()])
 
-    def _scroll(self, collection, match):
+    def _scroll(self, collection, match, with_vectors: bool = False):
         offset = None
         while True:
             records, offset = self.client.scroll(collection, scroll_filter=self._filter(match), limit=_SCROLL,
-                                                 offset=offset, with_payload=True, with_vectors=False)
+                                                 offset=offset, with_payload=True, with_vectors=with_vectors)
             yield from records
             if offset is None:
                 return
@@ -277,6 +308,10 @@ class ClientStore(Store):
     def iter_chunks(self, match=None):
         for rec in self._scroll(self.collection, match):
             yield str(rec.id), rec.payload
+
+    def iter_vectors(self, match=None):
+        for rec in self._scroll(self.collection, match, with_vectors=True):
+            yield str(rec.id), list(rec.vector), rec.payload
 
     def upsert_chunks(self, points):
         if points:
@@ -316,17 +351,133 @@ class ClientStore(Store):
 
     def iter_pages(self, source=None):
         for rec in self._scroll(self.pages_collection, {"source": source} if source else None):
-            yield _record(rec.payload)
+            if "source" in rec.payload:
+                yield _record(rec.payload)
+
+    def fingerprint(self):
+        found = self.client.retrieve(self.pages_collection, [FINGERPRINT_ID], with_payload=True)
+        return found[0].payload.get("fingerprint") if found else None
+
+    def set_fingerprint(self, fp):
+        self.client.upsert(self.pages_collection, wait=True, points=[
+            self.m.PointStruct(id=FINGERPRINT_ID, vector=_PAGE_VECTOR, payload={"fingerprint": fp})])
 
     def close(self):
-        self.client.close()
+        if self.close_client:
+            self.client.close()
 
 
-def open_store(config, dim: int) -> Store:
+class Catalog:
+    """The name users query (`collection`) → the physical collection it means now. A reindex
+    builds `next_name()` beside the live one and `switch`es to it in one atomic step."""
+
+    def live(self) -> str:
+        raise NotImplementedError
+
+    def next_name(self) -> str:
+        raise NotImplementedError
+
+    def open(self, physical: str) -> Store:
+        raise NotImplementedError
+
+    def switch(self, physical: str) -> str:
+        """Point the name at `physical`; return the collection it meant before."""
+        raise NotImplementedError
+
+    def drop(self, physical: str) -> None:
+        raise NotImplementedError
+
+
+class EdgeCatalog(Catalog):
+    """Embedded: physical collections are folders `<collection>`, `<collection>.2`, …; the
+    alias is a file naming one, replaced atomically (os.replace after fsync), so a crash
+    leaves either the old name or the new one."""
+
+    def __init__(self, root: Path, collection: str, dim: int) -> None:
+        self.root, self.collection, self.dim = root, collection, dim
+        self.alias = root / f"{collection}.alias"
+
+    def live(self) -> str:
+        return self.alias.read_text().strip() if self.alias.exists() else self.collection
+
+    def next_name(self) -> str:
+        taken = [p.name.rpartition(".")[2] for p in self.root.glob(f"{self.collection}.*") if p.is_dir()]
+        return f"{self.collection}.{max([1, *(int(t) for t in taken if t.isdigit())]) + 1}"
+
+    def open(self, physical: str) -> Store:
+        return EdgeStore(self.root / physical, self.dim)
+
+    def switch(self, physical: str) -> str:
+        old = self.live()
+        tmp = self.alias.with_suffix(".alias.tmp")
+        with open(tmp, "w") as f:
+            f.write(physical)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.alias)
+        return old
+
+    def drop(self, physical: str) -> None:
+        shutil.rmtree(self.root / physical, ignore_errors=True)
+
+
+class ClientCatalog(Catalog):
+    """A Qdrant server: physical collections `<collection>_g<N>` (and `…_pages`) behind two
+    Qdrant aliases, `<collection>` and `<collection>_pages`, switched in one alias update."""
+
+    def __init__(self, client, collection: str, dim: int) -> None:
+        from qdrant_client import models
+        self.m, self.client, self.collection, self.dim = models, client, collection, dim
+
+    def _aliases(self) -> dict[str, str]:
+        return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
+
+    def live(self) -> str:
+        target = self._aliases().get(self.collection)
+        if target:
+            return target
+        if self.client.collection_exists(self.collection):
+            return self.collection                      # made before aliases: switched on the first reindex
+        first = f"{self.collection}_g1"
+        self.open(first).close()
+        self.switch(first)
+        return first
+
+    def next_name(self) -> str:
+        gens = [c.name.removeprefix(f"{self.collection}_g") for c in self.client.get_collections().collections]
+        return f"{self.collection}_g{max([1, *(int(g) for g in gens if g.isdigit())]) + 1}"
+
+    def open(self, physical: str) -> Store:
+        return ClientStore(self.client, physical, self.dim, close_client=False)
+
+    def switch(self, physical: str) -> str:
+        old = self._aliases().get(self.collection, self.collection)
+        if old == self.collection:                      # a plain collection holds the name: it must go first
+            for name in (self.collection, f"{self.collection}_pages"):
+                if self.client.collection_exists(name):
+                    self.client.delete_collection(name)
+        actions = []
+        for alias, target in ((self.collection, physical), (f"{self.collection}_pages", f"{physical}_pages")):
+            if alias in self._aliases():
+                actions.append(self.m.DeleteAliasOperation(delete_alias=self.m.DeleteAlias(alias_name=alias)))
+            actions.append(self.m.CreateAliasOperation(create_alias=self.m.CreateAlias(
+                collection_name=target, alias_name=alias)))
+        self.client.update_collection_aliases(change_aliases_operations=actions)
+        return old
+
+    def drop(self, physical: str) -> None:
+        for name in (physical, f"{physical}_pages"):
+            if self.client.collection_exists(name):
+                self.client.delete_collection(name)
+
+
+def open_catalog(config, dim: int) -> Catalog:
     """A server when the config names one, else the embedded engine in data_dir."""
     if config.qdrant_url:
         from qdrant_client import QdrantClient
         from ragsync.config import env_secret
         api_key = env_secret(config.qdrant_api_key_env, "[qdrant]") if config.qdrant_api_key_env else None
-        return ClientStore(QdrantClient(url=config.qdrant_url, api_key=api_key), config.collection, dim)
-    return EdgeStore(config.data_dir / "qdrant" / config.collection, dim)
+        return ClientCatalog(QdrantClient(url=config.qdrant_url, api_key=api_key), config.collection, dim)
+    root = config.data_dir / "qdrant"
+    root.mkdir(parents=True, exist_ok=True)
+    return EdgeCatalog(root, config.collection, dim)

@@ -1,8 +1,22 @@
-"""Prometheus metrics, one registry per engine (so tests can build many)."""
+"""Prometheus metrics, one registry per engine (so tests can build many). Counters and the
+freshness histogram move with traffic; everything with a source of truth elsewhere (the
+queue, the dead-letter queue, Qdrant, reconcile records) is read from it at scrape time."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from collections import Counter as Tally
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from ragsync.engine import Engine
+    from ragsync.worker import Outcome
+
+CHANGED = ("indexed", "updated", "tombstoned")
+FRESHNESS_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, float("inf"))
 
 
 class Metrics:
@@ -10,23 +24,75 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.webhooks = Counter("ragsync_webhooks_total", "Webhook deliveries accepted", ["source"], registry=r)
-        self.rejected = Counter("ragsync_webhooks_rejected_total", "Webhook deliveries refused",
+        self.rejected = Counter("ragsync_webhooks_rejected_total", "Webhook deliveries refused, by HTTP status",
                                 ["source", "status"], registry=r)
         self.passes = Counter("ragsync_passes_total", "Passes by outcome", ["source", "outcome"], registry=r)
         self.chunks_embedded = Counter("ragsync_chunks_embedded_total", "Chunk texts sent to the model",
                                        ["source"], registry=r)
-        self.pending = Gauge("ragsync_pending_keys", "Keys waiting for or in a pass", registry=r)
-        self.oldest = Gauge("ragsync_oldest_pending_seconds", "Age of the oldest pending key", registry=r)
-        self.dead = Gauge("ragsync_dead_letter_keys", "Keys parked in the dead-letter queue", registry=r)
-        self.points = Gauge("ragsync_points", "Chunk points in the collection", registry=r)
+        self.chunks_reused = Counter("ragsync_chunks_reused_total", "Chunks a pass kept without embedding",
+                                     ["source"], registry=r)
+        self.caught = Counter("ragsync_reconcile_caught_total",
+                              "Changes first found by reconcile (the webhooks missed them)", ["source"], registry=r)
+        self.freshness = Histogram("ragsync_freshness_seconds", "CMS modified time → searchable, per indexed change",
+                                   ["source"], buckets=FRESHNESS_BUCKETS, registry=r)
+
+        self.changes: Tally[str] = Tally()           # passes that changed the index, per source
+        self.caught_here: Tally[str] = Tally()       # of those, the ones reconcile queued
+
+    def bind(self, engine: Engine) -> None:
+        self.registry.register(_Scraped(engine, self))
 
     def pass_done(self, source: str, doc_id: str, outcome: str) -> None:
         self.passes.labels(source, outcome).inc()
+        if outcome in CHANGED:
+            self.changes[source] += 1
 
-    def render(self, engine) -> bytes:
-        """Gauges are read from their source of truth at scrape time."""
-        self.pending.set(len(engine.queue.pending()))
-        self.oldest.set(engine.queue.oldest_pending_age())
-        self.dead.set(len(engine.queue.dead()))
-        self.points.set(engine.store.count_chunks())
+    def reconciled(self, source: str, caught: int) -> None:
+        self.caught.labels(source).inc(caught)
+        self.caught_here[source] += caught
+
+    def pass_applied(self, source: str, outcome: Outcome, now: float) -> None:
+        self.chunks_embedded.labels(source).inc(outcome.embedded)
+        self.chunks_reused.labels(source).inc(outcome.reused)
+        if outcome.modified:
+            moment = datetime.fromisoformat(outcome.modified.replace("Z", "+00:00")).timestamp()
+            self.freshness.labels(source).observe(max(0.0, now - moment))
+
+    def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Scraped:
+    """Values read from their source of truth at each scrape."""
+
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        self.engine, self.metrics = engine, metrics
+
+    def collect(self):
+        engine = self.engine
+        rows = engine.queue.pending()
+        yield _gauge("ragsync_pending_keys", "Keys waiting for or in a pass", len(rows))
+        yield _gauge("ragsync_queue_depth", "Tasks in the huey queue (coalesced keys share one)",
+                     engine.queue.depth())
+        yield _gauge("ragsync_oldest_pending_seconds", "Age of the oldest pending key",
+                     engine.queue.oldest_pending_age())
+        yield _gauge("ragsync_dead_letter_keys", "Keys parked in the dead-letter queue", len(engine.queue.dead()))
+        yield _gauge("ragsync_points", "Chunk points in the collection", engine.store.count_chunks())
+        writes = CounterMetricFamily("ragsync_qdrant_writes", "Write calls made to Qdrant since start")
+        writes.add_metric([], engine.store.writes)
+        yield writes
+        last = GaugeMetricFamily("ragsync_reconcile_last", "The last reconcile run's figures", labels=["source", "result"])
+        for source, figures in engine.queue.record.reconciles().items():
+            for result, value in figures.items():
+                last.add_metric([source, result], float(value))
+        yield last
+        rate = GaugeMetricFamily("ragsync_catch_rate", "Share of the changes applied since start that reconcile "
+                                 "found first (0: the webhooks caught everything)", labels=["source"])
+        for source in engine.config.sources:
+            changed, caught = self.metrics.changes[source], self.metrics.caught_here[source]
+            rate.add_metric([source], min(1.0, caught / changed) if changed else 0.0)
+        yield rate
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)

@@ -144,6 +144,10 @@ class WorkQueue:
     def pending(self) -> list[Row]:
         return self.record.rows()
 
+    def depth(self) -> int:
+        """Tasks waiting in huey (retries scheduled for later are not counted)."""
+        return self.huey.pending_count()
+
     def pending_keys(self) -> set[Key]:
         return {(r.source, r.doc_id) for r in self.record.rows()}
 

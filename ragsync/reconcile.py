@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm import tqdm
 
+from ragsync.pending import CAUGHT
 from ragsync.errors import RagsyncError
 
 
@@ -106,6 +107,7 @@ def run(engine, sources: list[str], *, dry_run: bool = False, force: bool = Fals
                 report.errors.append(f"{len(parked)} page(s) failed and were parked (see `ragsync dlq list`)")
         report.duration_s = time.monotonic() - started
         if not dry_run:
+            engine.metrics.reconciled(report.source, sum(len(getattr(report, k)) for k in CAUGHT))
             engine.queue.record.record_reconcile(report.source, {
                 "at": time.time(), "listed": report.listed, "unchanged": report.unchanged,
                 **{k: len(getattr(report, k)) for k in ("added", "updated", "repaired", "tombstoned", "errors")},

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from connectors.base import Delivery
-from ragsync.engine import Engine
+from connectors.base import Delivery, iso_utc
+from ragsync.engine import Engine, SearchFilter
 from ragsync.errors import RagsyncError, Rejected
 
 log = logging.getLogger("ragsync.web")
@@ -59,6 +59,10 @@ def create_app(engine: Engine) -> Flask:
 
 def _engine() -> Engine:
     return current_app.extensions["ragsync"]
+
+
+def _bearer() -> str:
+    return request.headers.get("authorization", "").removeprefix("Bearer ").strip()
 
 
 def _reason(exc: HTTPException) -> str:
@@ -129,6 +133,14 @@ def _target() -> str:
 
 # -- search -----------------------------------------------------------------------------------
 
+@search.before_request
+def require_search_token():
+    token = _engine().config.search_token()
+    if token is not None and not hmac.compare_digest(_bearer().encode(), token.encode()):
+        return jsonify(error="bad or missing search API key (Authorization: Bearer ...)"), 401
+    return None
+
+
 @search.get("/search")
 def query():
     q = request.args.get("q", "").strip()
@@ -143,7 +155,15 @@ def query():
     source = request.args.get("source") or None
     if source and source not in _engine().connectors:
         return jsonify(error=f"unknown source {source!r}"), 400
-    results = _engine().search(q, limit, source)
+    times = {}
+    for name in ("modified_after", "modified_before"):
+        if value := request.args.get(name):
+            try:
+                times[name] = iso_utc(value)
+            except ValueError:
+                return jsonify(error=f"'{name}' must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z"), 400
+    where = SearchFilter(source=source, url_prefix=request.args.get("url_prefix") or None, **times)
+    results = _engine().search(q, limit, where)
     return jsonify(query=q, results=[r.as_dict() for r in results])
 
 
@@ -157,10 +177,11 @@ def healthz():
 @health.get("/readyz")
 def readyz():
     engine = _engine()
+    if not engine.embedder.loaded:
+        return jsonify(status="not ready", error="the embedding model is still loading"), 503
     try:
         engine.store.count_chunks()
         engine.queue.pending()
-        engine.embedder.model                  # loaded (first call loads it)
     except Exception as exc:
         return jsonify(status="not ready", error=type(exc).__name__), 503
     return jsonify(status="ready")
@@ -169,7 +190,7 @@ def readyz():
 @health.get("/metrics")
 def metrics():
     engine = _engine()
-    return Response(engine.metrics.render(engine), mimetype="text/plain; version=0.0.4")
+    return Response(engine.metrics.render(), mimetype="text/plain; version=0.0.4")
 
 
 # -- admin (bearer token) -----------------------------------------------------------------------
@@ -179,8 +200,7 @@ def require_token():
     token = _engine().config.admin_token()
     if token is None:
         return jsonify(error=f"admin API disabled: set {_engine().config.admin_token_env}"), 403
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
+    if not hmac.compare_digest(_bearer().encode(), token.encode()):
         return jsonify(error="bad or missing bearer token"), 401
     return None
 
@@ -210,6 +230,14 @@ def reconcile():
         engine.config.source(s)
     reports = rec.run(engine, sources, dry_run=bool(args.get("dry_run")), force=bool(args.get("force")))
     return jsonify(reports=[r.as_dict() for r in reports])
+
+
+@admin.post("/reindex")
+def reindex():
+    from ragsync import reindex as rei
+    args = request.get_json(silent=True) or {}
+    report = rei.run(_engine(), source=args.get("source") or None, drop_old=bool(args.get("drop_old")))
+    return jsonify(report.as_dict())
 
 
 @admin.get("/dlq")

@@ -32,6 +32,8 @@ class Outcome:
     action: str               # indexed | updated | unchanged | stale | tombstoned | absent
     embedded: int = 0
     deleted: int = 0
+    reused: int = 0           # chunks already in the index with the right text: not embedded
+    modified: str = ""        # the CMS's modified time of what is now searchable
 
     def __str__(self) -> str:
         return self.action
@@ -42,14 +44,19 @@ def utcnow() -> str:
 
 
 class Pipeline:
-    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, connectors: dict[str, Connector]) -> None:
+    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, connectors: dict[str, Connector],
+                 fingerprint: str) -> None:
         self.store = store
         self.embedder = embedder
         self.chunker = chunker
         self.connectors = connectors
+        self.fingerprint = fingerprint                           # stamped on every point written
 
     def sync(self, source: str, doc_id: str) -> Outcome:
-        result = self.connectors[source].fetch(doc_id)           # FetchError propagates to the queue
+        """Fetch the document's published state now and make the index match it."""
+        return self.settle(source, doc_id, self.connectors[source].fetch(doc_id))   # FetchError → the queue
+
+    def settle(self, source: str, doc_id: str, result: Page | Gone) -> Outcome:
         if isinstance(result, Gone):
             return self.tombstone(source, doc_id, result.reason, result.modified)
         return self.apply(source, result)
@@ -65,7 +72,8 @@ class Pipeline:
         new_ids = [pid for pid in desired if pid not in existing]
         vectors = self.embedder.embed([desired[pid][1].embed_text for pid in new_ids])
         now = utcnow()
-        self.store.upsert_chunks([(pid, vec, _payload(source, page, *desired[pid], indexed_at=now))
+        self.store.upsert_chunks([(pid, vec, _payload(source, page, *desired[pid], indexed_at=now,
+                                                       fingerprint=self.fingerprint))
                                   for pid, vec in zip(new_ids, vectors)])
         for pid, (index, _) in desired.items():                  # metadata-only changes: no embedding
             if pid in existing:
@@ -85,8 +93,9 @@ class Pipeline:
         stale = [pid for pid in existing if pid not in desired]
         self.store.delete_chunks(stale)
         if current and current.state == "live" and not new_ids and not stale and not switched:
-            return Outcome("unchanged")
-        return Outcome("updated" if current and current.state == "live" else "indexed", len(new_ids), len(stale))
+            return Outcome("unchanged", reused=len(desired))
+        return Outcome("updated" if current and current.state == "live" else "indexed", len(new_ids), len(stale),
+                       reused=len(desired) - len(new_ids), modified=page.modified)
 
     def tombstone(self, source: str, doc_id: str, reason: str, modified: str = "") -> Outcome:
         """Hide the page at once (record first), then delete its points. The record stays,
@@ -115,14 +124,15 @@ def _identify(source: str, doc_id: str, chunks: list[Chunk]) -> dict[str, tuple[
     return out
 
 
-def _payload(source: str, page: Page, index: int, chunk: Chunk, *, indexed_at: str) -> dict[str, Any]:
+def _payload(source: str, page: Page, index: int, chunk: Chunk, *, indexed_at: str,
+             fingerprint: str) -> dict[str, Any]:
     """LangChain's Qdrant layout: `page_content` + `metadata`."""
     return {
         "page_content": chunk.text,
         "metadata": {
             "source": source, "doc_id": page.doc_id, "url": page.url, "title": page.title,
             "modified": page.modified, "chunk_index": index, "content_hash": chunk.content_hash,
-            "heading_path": list(chunk.heading_path), "indexed_at": indexed_at,
+            "heading_path": list(chunk.heading_path), "indexed_at": indexed_at, "fingerprint": fingerprint,
         },
     }
 

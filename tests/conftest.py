@@ -4,6 +4,8 @@ ragsync daemon (Flask on cheroot over HTTP + huey consumer threads + embedded Qd
 from __future__ import annotations
 
 import base64
+import shutil
+import subprocess
 import json
 import threading
 import time
@@ -45,6 +47,29 @@ def wp() -> Iterator[FakeWordPress]:
     fake = FakeWordPress()
     yield fake
     fake.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A real redis-server for the tests about Redis (server mode)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/test installs it with apt-get where it can)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    import redis
+    client = redis.Redis(port=port)
+
+    def up() -> bool:
+        try:
+            return client.ping()
+        except redis.ConnectionError:
+            return False
+    wait_for(up, 20, "redis-server")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
 
 
 def write_config(tmp_path: Path, sources: str, extra: str = "", port: int = 8787) -> Path:
@@ -115,6 +140,8 @@ class Daemon:
         return [p["page_content"] for p in sorted(points, key=lambda p: p["metadata"]["chunk_index"])]
 
     def close(self) -> None:
+        if self.http.is_closed:
+            return
         self.server.stop()
         self.http.close()
         self.engine.close()

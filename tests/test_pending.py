@@ -3,8 +3,6 @@ mode, with a real redis-server started here), and a kill -9 recovery with huey o
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,28 +12,6 @@ from ragsync.pending import RedisPending, SqlitePending
 from tests.conftest import ServeProcess, free_port, page_html, wait_for, words, wp_source, write_config
 
 K = ("blog", "42")
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory) -> str:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (scripts/test installs it with apt-get where it can)")
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
-    import redis
-    client = redis.Redis(port=port)
-
-    def up() -> bool:
-        try:
-            return client.ping()
-        except redis.ConnectionError:
-            return False
-    wait_for(up, 20, "redis-server")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(params=["sqlite", "redis"])

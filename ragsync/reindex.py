@@ -1,0 +1,146 @@
+"""`ragsync reindex`: rebuild the index beside the live one and switch atomically.
+
+The target settings are read from the config file now (so a running daemon, started with the
+old ones, can rebuild to the new ones). While the new collection fills, every webhook pass is
+applied to both collections (Engine.shadow), so search keeps serving the old one, fresh, and
+no edit is lost. After the build, a catch-up compares the CMS's listing with the new
+collection and re-fetches whatever changed meanwhile; then the name switches in one atomic
+step (a Qdrant alias, or its embedded equivalent); a second catch-up covers the moment of the
+switch. Nothing is reused from the old collection: its vectors and chunks were made another way.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from tqdm import tqdm
+
+from ragsync import config as config_mod
+from ragsync.chunk import Chunker
+from ragsync.errors import FetchError, RagsyncError, StoreError
+from ragsync.fingerprint import differences, fingerprint, short
+from ragsync.worker import Pipeline
+
+ATTEMPTS = 5
+
+
+@dataclass
+class Report:
+    old: str
+    new: str
+    changed: str                        # what differs between the fingerprints ("" for a plain rebuild)
+    pages: int = 0                      # documents the CMSs list as published
+    points: int = 0
+    embedded: int = 0
+    caught_up: int = 0                  # documents re-fetched because they changed during the build
+    dropped_old: bool = False
+    duration_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"reindexed {self.pages} page(s) into {self.new} ({self.points} points, {self.embedded} embedded, "
+                f"{self.caught_up} caught up) in {self.duration_s:.1f}s; "
+                + (f"{self.old} dropped" if self.dropped_old else f"{self.old} kept (drop it with --drop-old)")
+                + (f"; changed: {self.changed}" if self.changed else ""))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run(engine, source: str | None = None, drop_old: bool = False) -> Report:
+    """Rebuild every source (or only `source`, copying the others' points as they are, which
+    is allowed only when the settings did not change) and switch to the new collection."""
+    started = time.monotonic()
+    target = config_mod.load(engine.config.path)
+    if set(target.sources) != set(engine.config.sources):
+        raise RagsyncError("the config file's sources differ from the running ones: restart first, then reindex")
+    wanted = fingerprint(target)
+    current = engine.store.fingerprint() or engine.fingerprint   # what built the live collection
+    rebuilt = [engine.config.source(source).name] if source else list(target.sources)
+    if source and wanted != current:
+        raise RagsyncError(f"the settings changed ({differences(current, wanted)}): "
+                           "every source must be rebuilt, so run reindex without --source")
+    old_name, new_name = engine.catalog.live(), engine.catalog.next_name()
+    shadow = engine.catalog.open(new_name)
+    shadow.set_fingerprint(wanted)
+    pipeline = Pipeline(shadow, engine.embedder, Chunker(engine.embedder.tokenizer_file, target.max_tokens),
+                        engine.connectors, short(wanted))
+    report = Report(old_name, new_name, differences(current, wanted))
+    embedded_before = engine.embedder.embedded
+    engine.shadow = pipeline                                     # from now on passes write here too
+    try:
+        for kept in set(target.sources) - set(rebuilt):
+            _copy(engine.store, shadow, kept)
+        listed = {name: {e.doc_id: e.modified for e in engine.connectors[name].list()} for name in rebuilt}
+        report.pages = sum(map(len, listed.values()))
+        bar = tqdm(total=report.pages, desc="reindex", unit="page", disable=not sys.stderr.isatty())
+        for name, docs in listed.items():
+            for doc_id in docs:
+                _settle(engine, pipeline, name, doc_id)
+                bar.update(1)
+        bar.close()
+        report.caught_up += _catch_up(engine, pipeline)
+    except BaseException:
+        engine.shadow = None
+        shadow.close()
+        engine.catalog.drop(new_name)                            # the live index was never touched
+        raise
+    engine.catalog.switch(new_name)                              # the atomic step
+    old_store = engine.switch(new_name, shadow, pipeline, target)
+    engine.shadow = None
+    report.caught_up += _catch_up(engine, pipeline)
+    if drop_old:
+        old_store.close()
+        engine.catalog.drop(old_name)
+        report.dropped_old = True
+    report.points = shadow.count_chunks()
+    report.embedded = engine.embedder.embedded - embedded_before
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+def _copy(live, shadow, source: str) -> None:
+    """A source that is not rebuilt: its points and page records as they are (same settings)."""
+    batch = []
+    for point in live.iter_vectors({"metadata.source": source}):
+        batch.append(point)
+        if len(batch) == 256:
+            shadow.upsert_chunks(batch)
+            batch = []
+    shadow.upsert_chunks(batch)
+    for record in live.iter_pages(source):
+        shadow.put_page(record)
+
+
+def _catch_up(engine, pipeline: Pipeline) -> int:
+    """List again; re-fetch what changed or vanished since the new collection last saw it."""
+    count = 0
+    for source, connector in engine.connectors.items():
+        listed = {e.doc_id: e.modified for e in connector.list()}
+        held = {rec.doc_id: rec for rec in pipeline.store.iter_pages(source)}
+        for doc_id, modified in listed.items():
+            rec = held.get(doc_id)
+            if rec is None or rec.state != "live" or rec.modified != modified:
+                _settle(engine, pipeline, source, doc_id)
+                count += 1
+        for doc_id, rec in held.items():
+            if rec.state == "live" and doc_id not in listed:
+                _settle(engine, pipeline, source, doc_id)
+                count += 1
+    return count
+
+
+def _settle(engine, pipeline: Pipeline, source: str, doc_id: str) -> None:
+    """One document into the new collection, retrying what is transient (a CMS hiccup must
+    not throw away an hour of rebuilding)."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with engine.key_lock(source, doc_id):
+                pipeline.settle(source, doc_id, engine.connectors[source].fetch(doc_id))
+            return
+        except (FetchError, StoreError) as exc:
+            if attempt == ATTEMPTS or (isinstance(exc, FetchError) and not exc.transient):
+                raise RagsyncError(f"reindex stopped at {source}/{doc_id}: {exc} (the live index is untouched)") from None
+            time.sleep(min(30.0, getattr(exc, "retry_after", None) or 2 ** attempt))

@@ -1,0 +1,200 @@
+"""For search teams and operators: search filters and its API key, the collection read by
+LangChain's own Qdrant store, metrics that move with traffic (freshness histogram included),
+readiness, JSON logs, and `ragsync web` + `ragsync worker` as separate processes on Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import (ADMIN_TOKEN, SECRET, SECRET_ENV, free_port, page_html, signed, wait_for, words, wp_source,
+                            write_config)
+
+
+def _publish_three(daemon, wp) -> None:
+    for post_id, topic in ((1, "ownership moves values"), (2, "borrowing lends references"), (3, "lifetimes bound references")):
+        wp.publish(post_id, f"On {topic}", page_html([f"In Rust, {topic} between functions. " + words(post_id, 60)]))
+        daemon.wp_event(post_id)
+    daemon.idle()
+
+
+def test_search_filters_by_source_url_prefix_and_modified_range(daemon, wp):
+    _publish_three(daemon, wp)                         # modified 00:00:01, :02, :03 on 2026-01-01
+    docs = lambda **params: [r["doc_id"] for r in daemon.search("references in Rust", 10, **params)]  # noqa: E731
+    assert set(docs()) == {"1", "2", "3"}
+    assert set(docs(url_prefix=f"{wp.url}/?p=2")) == {"2"}
+    assert set(docs(modified_after="2026-01-01T00:00:02Z")) == {"2", "3"}
+    assert set(docs(modified_before="2026-01-01T00:00:02Z")) == {"1"}
+    assert set(docs(modified_after="2026-01-01T00:00:02Z", modified_before="2026-01-01T00:00:03Z")) == {"2"}
+    assert docs(source="blog", url_prefix="https://elsewhere/") == []
+    hit = daemon.search("ownership moves values", 1)[0]
+    assert {"score", "text", "title", "url", "heading_path", "doc_id", "modified", "source"} <= set(hit)
+    bad = daemon.http.get("/search", params={"q": "x", "modified_after": "last tuesday"})
+    assert bad.status_code == 400 and "ISO 8601" in bad.json()["error"]
+
+
+def test_search_api_key_from_the_environment(wp, daemon_factory, monkeypatch):
+    monkeypatch.setenv("T_SEARCH_KEY", "search-key-123")
+    daemon = daemon_factory(wp_source(wp), 'search_token_env = "T_SEARCH_KEY"')
+    assert daemon.http.get("/search", params={"q": "x"}).status_code == 401
+    assert daemon.http.get("/search", params={"q": "x"}, headers={"authorization": "Bearer wrong"}).status_code == 401
+    ok = daemon.http.get("/search", params={"q": "x"}, headers={"authorization": "Bearer search-key-123"})
+    assert ok.status_code == 200 and ok.json()["results"] == []
+    assert "search-key-123" not in daemon.http.get("/search", params={"q": "x"}).text
+
+
+def test_langchain_reads_the_collection_as_it_is(tmp_path, embedder, wp):
+    """langchain-qdrant's own QdrantVectorStore opens ragsync's collection (qdrant-client local
+    mode standing in for a server) and returns ragsync's chunks with their metadata."""
+    from langchain_core.embeddings import Embeddings
+    from langchain_qdrant import QdrantVectorStore
+    from qdrant_client import QdrantClient
+
+    from ragsync import config as config_mod
+    from ragsync.engine import Engine
+    from ragsync.index import ClientStore
+
+    path = str(tmp_path / "qdrant-local")
+    engine = Engine(config_mod.load(write_config(tmp_path, wp_source(wp))), embedder=embedder,
+                    store=ClientStore(QdrantClient(path=path), "ragsync", embedder.dim))
+    try:
+        wp.publish(1, "Smart pointers", page_html(["Box puts a value on the heap and owns it.", words(1, 80)]))
+        wp.publish(2, "Threads", page_html(["Spawned threads run closures concurrently.", words(2, 80)]))
+        for post_id in ("1", "2"):
+            engine.queue.add("blog", post_id)
+        engine.queue.drain()
+    finally:
+        engine.close()
+
+    class RagsyncModel(Embeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return embedder.embed(texts)
+
+        def embed_query(self, text: str) -> list[float]:
+            return embedder.embed([text])[0]
+
+    client = QdrantClient(path=path)
+    try:
+        store = QdrantVectorStore(client=client, collection_name="ragsync", embedding=RagsyncModel())
+        docs = store.similarity_search("which type stores a value on the heap?", k=2)
+    finally:
+        client.close()
+    assert docs[0].page_content.startswith("Smart pointers") or "Box puts a value on the heap" in docs[0].page_content
+    meta = docs[0].metadata
+    assert (meta["source"], meta["doc_id"], meta["title"]) == ("blog", "1", "Smart pointers")
+    assert {"url", "modified", "chunk_index", "content_hash", "heading_path"} <= set(meta)
+
+
+def _metrics(daemon) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in daemon.http.get("/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_metrics_move_with_traffic(daemon, wp):
+    _publish_three(daemon, wp)
+    m = _metrics(daemon)
+    assert m['ragsync_webhooks_total{source="blog"}'] == 3
+    assert m['ragsync_passes_total{outcome="indexed",source="blog"}'] == 3
+    assert m['ragsync_freshness_seconds_count{source="blog"}'] == 3
+    embedded = m['ragsync_chunks_embedded_total{source="blog"}']
+    assert embedded > 0 and m["ragsync_points"] == embedded and m["ragsync_qdrant_writes_total"] > 0
+    assert m["ragsync_pending_keys"] == 0 and m["ragsync_queue_depth"] == 0 and m["ragsync_dead_letter_keys"] == 0
+    assert m['ragsync_catch_rate{source="blog"}'] == 0
+
+    daemon.wp_event(1)                                   # unchanged republish: everything reused
+    bad = signed({"type": "post.updated", "id": 1}, secret="whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUE=")
+    assert daemon.http.post("/webhooks/blog", content=bad[0], headers=bad[1]).status_code == 401
+    daemon.idle()
+    wp.edit(2, html=page_html(["A change the webhook never announced. " + words(9, 40)]))   # missed webhook
+    daemon.http.post("/admin/reconcile", json={}, headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    daemon.idle()
+    m = _metrics(daemon)
+    assert m['ragsync_passes_total{outcome="unchanged",source="blog"}'] == 1
+    assert m['ragsync_chunks_reused_total{source="blog"}'] >= embedded / 3
+    assert m['ragsync_webhooks_rejected_total{source="blog",status="401"}'] == 1
+    assert m['ragsync_reconcile_caught_total{source="blog"}'] == 1
+    assert m['ragsync_reconcile_last{result="updated",source="blog"}'] == 1
+    assert m['ragsync_catch_rate{source="blog"}'] == pytest.approx(1 / 4)   # 1 of 4 changes came from reconcile
+    assert m['ragsync_freshness_seconds_count{source="blog"}'] == 4
+    assert m["ragsync_oldest_pending_seconds"] == 0
+
+
+def test_readyz_is_false_until_the_model_is_loaded(tmp_path, wp):
+    from ragsync import config as config_mod
+    from ragsync.embed import Embedder
+    from ragsync.engine import Engine
+    from ragsync.web import create_app
+
+    engine = Engine(config_mod.load(write_config(tmp_path, wp_source(wp))), embedder=Embedder())
+    try:
+        client = create_app(engine).test_client()
+        assert client.get("/healthz").status_code == 200
+        resp = client.get("/readyz")
+        assert resp.status_code == 503 and "loading" in resp.json["error"]
+        engine.embedder.model
+        assert client.get("/readyz").status_code == 200
+    finally:
+        engine.close()
+
+
+def test_web_and_worker_as_separate_processes_on_redis(tmp_path: Path, wp, redis_url):
+    port = free_port()
+    cfg = write_config(tmp_path, wp_source(wp), f'reconcile_on_start = false\n[queue]\nredis_url = "{redis_url}"',
+                       port=port)
+    env = {**os.environ, SECRET_ENV: SECRET, "RAGSYNC_ADMIN_TOKEN": ADMIN_TOKEN}
+    logs = {role: open(tmp_path / f"{role}.log", "w+") for role in ("web", "worker")}
+    procs = {role: subprocess.Popen([sys.executable, "-m", "ragsync", "--config", str(cfg), role],
+                                    stdout=logs[role], stderr=logs[role], env=env) for role in ("web", "worker")}
+    web = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        def up() -> bool:
+            try:
+                return web.get("/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_for(up, 120, "ragsync web")
+        wp.publish(7, "Channels", page_html(["Channels send values between threads safely."]))
+        raw, headers = signed({"type": "post.published", "id": 7})
+        assert web.post("/webhooks/blog", content=raw, headers=headers).status_code == 202
+
+        def indexed() -> bool:                             # the worker's JSON log says so
+            logs["worker"].seek(0)
+            return any(json.loads(line).get("outcome") == "indexed" for line in logs["worker"] if line.startswith("{"))
+        wait_for(indexed, 120, "the worker process to index the page")
+        logs["worker"].seek(0)
+        line = next(json.loads(x) for x in logs["worker"] if '"outcome": "indexed"' in x)
+        assert (line["source"], line["doc_id"], line["level"]) == ("blog", "7", "info")
+        procs["worker"].send_signal(signal.SIGTERM)
+        assert procs["worker"].wait(60) == 0
+        # the embedded store is free now (with a Qdrant server both would share it at once)
+        hits = web.get("/search", params={"q": "send values between threads"}).json()["results"]
+        assert hits and hits[0]["doc_id"] == "7"
+        for log in logs.values():
+            log.seek(0)
+            assert SECRET not in log.read()
+    finally:
+        web.close()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+        for log in logs.values():
+            log.close()
+
+
+def test_web_without_redis_is_a_one_line_error(tmp_path, wp):
+    cfg = write_config(tmp_path, wp_source(wp), port=free_port())
+    out = subprocess.run([sys.executable, "-m", "ragsync", "--config", str(cfg), "worker"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, SECRET_ENV: SECRET})
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "redis_url" in out.stderr
