@@ -153,6 +153,11 @@ def check_age(stamp_ms: str, now: float, tolerance_s: int) -> None:
         raise Rejected(401, "signature timestamp is outside the tolerance window")
 
 
+def well_formed(doc_id: Any, allowed: frozenset[str]) -> bool:
+    """An id from a webhook body or the queue: a non-empty string of the CMS's id characters."""
+    return isinstance(doc_id, str) and bool(doc_id) and set(doc_id) <= allowed
+
+
 def fill(template: str, values: Mapping[str, Any]) -> str:
     """A `url_template` filled from a document's fields; a field it lacks renders empty."""
     return template.format_map(_Blank({k: v for k, v in values.items() if isinstance(v, (str, int, float))}))

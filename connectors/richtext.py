@@ -75,9 +75,16 @@ def _contentful(node: Any) -> str:
     return f"<{tag}>{inner}</{tag}>"
 
 
-def is_strapi_blocks(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, dict) and "type" in v for v in value)
-
-
-def is_contentful_document(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("nodeType") == "document"
+def fields_html(fields: dict[str, Any], names: list[str]) -> str:
+    """The named body fields of a document, in order, as one HTML page: Strapi Blocks,
+    Contentful Rich Text and Markdown strings each through their renderer; others skipped."""
+    parts = []
+    for name in names:
+        value = fields.get(name)
+        if isinstance(value, list) and all(isinstance(v, dict) and "type" in v for v in value):
+            parts.append(strapi_blocks_html(value))
+        elif isinstance(value, dict) and value.get("nodeType") == "document":
+            parts.append(contentful_html(value))
+        elif isinstance(value, str):
+            parts.append(markdown_html(value))
+    return "\n".join(parts)

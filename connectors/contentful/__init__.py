@@ -17,9 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from connectors.base import (Connector, Delivery, Gone, Listed, Page, check_age, fill, hmac_sha256, iso_utc, json_body,
-                             json_object, refused, replay_id, same)
-from connectors.richtext import contentful_html, is_contentful_document, markdown_html
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, check_age, fill, hmac_sha256, iso_utc,
+                             json_body, json_object, refused, replay_id, same, well_formed)
+from connectors.richtext import fields_html
 from ragsync.config import SourceConfig
 from ragsync.errors import ConfigError, FetchError, Rejected
 
@@ -75,12 +75,12 @@ class ContentfulConnector(Connector):
         if self.content_types and content_type and content_type not in self.content_types:
             return []
         entry_id = sys.get("id")
-        if not isinstance(entry_id, str) or not entry_id or not set(entry_id) <= ENTRY_ID_CHARS:
+        if not well_formed(entry_id, ENTRY_ID_CHARS):
             raise Rejected(400, "'sys.id' is missing or malformed")
         return [entry_id]
 
     def fetch(self, doc_id: str) -> Page | Gone:
-        if not doc_id or not set(doc_id) <= ENTRY_ID_CHARS:
+        if not well_formed(doc_id, ENTRY_ID_CHARS):
             return Gone(doc_id, "not a Contentful entry id")
         resp = self._get(f"/entries/{doc_id}", {"locale": self.locale})
         if resp.status_code in (404, 410):
@@ -91,17 +91,10 @@ class ContentfulConnector(Connector):
         sys, fields = entry.get("sys") or {}, entry.get("fields") or {}
         if self.content_types and ((sys.get("contentType") or {}).get("sys") or {}).get("id") not in self.content_types:
             return Gone(doc_id, "content type not indexed")
-        parts = []
-        for name in self.body_fields:
-            value = fields.get(name)
-            if is_contentful_document(value):
-                parts.append(contentful_html(value))
-            elif isinstance(value, str):
-                parts.append(markdown_html(value))
         template = self.source.options.get("url_template", "https://app.contentful.com/spaces/{space_id}/entries/{id}")
         url = fill(template, {**fields, "id": doc_id, "space_id": self.source.options["space_id"]})
         return Page(doc_id=doc_id, title=str(fields.get(self.source.options.get("title_field", "title")) or ""),
-                    url=url, html="\n".join(parts), modified=iso_utc(sys["updatedAt"]))
+                    url=url, html=fields_html(fields, self.body_fields), modified=iso_utc(sys["updatedAt"]))
 
     def list(self) -> Iterator[Listed]:
         """Every published entry, through an initial Sync (the whole published set, paged by

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from connectors.base import Connector, Delivery, Gone, Listed, Page, iso_utc, json_body, json_object, refused
-from connectors.richtext import markdown_html
+from connectors.richtext import fields_html
 from ragsync.errors import FetchError, Rejected
 
 EVENTS = frozenset({"document.published", "document.updated", "document.unpublished", "document.deleted"})
@@ -45,7 +45,7 @@ class GenericConnector(Connector):
         doc = json_body(resp)
         if not isinstance(doc, dict) or not doc.get("modified"):
             raise FetchError(f"{self.source.name}: document {doc_id!r} has no 'modified'", transient=False)
-        body = doc.get("html") if isinstance(doc.get("html"), str) else markdown_html(str(doc.get("markdown") or ""))
+        body = doc["html"] if isinstance(doc.get("html"), str) else fields_html(doc, ["markdown"])
         return Page(doc_id=doc_id, title=str(doc.get("title") or ""), url=str(doc.get("url") or ""),
                     html=body, modified=iso_utc(doc["modified"]))
 

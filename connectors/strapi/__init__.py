@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from connectors.base import (Connector, Delivery, Gone, Listed, Page, fill, iso_utc, json_body, json_object, refused,
-                             replay_id, same)
-from connectors.richtext import is_strapi_blocks, markdown_html, strapi_blocks_html
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, fill, iso_utc, json_body, json_object,
+                             refused, replay_id, same, well_formed)
+from connectors.richtext import fields_html
 from ragsync.config import SourceConfig
 from ragsync.errors import ConfigError, Rejected
 
@@ -49,12 +49,12 @@ class StrapiConnector(Connector):
         if not isinstance(event, str) or not event.startswith("entry."):
             return []                                     # media.*, releases.*, …
         doc_id = (payload.get("entry") or {}).get("documentId") if isinstance(payload.get("entry"), dict) else None
-        if not isinstance(doc_id, str) or not doc_id or not set(doc_id) <= DOC_ID_CHARS:
+        if not well_formed(doc_id, DOC_ID_CHARS):
             raise Rejected(400, "'entry.documentId' is missing or malformed")
         return [doc_id]
 
     def fetch(self, doc_id: str) -> Page | Gone:
-        if not doc_id or not set(doc_id) <= DOC_ID_CHARS:
+        if not well_formed(doc_id, DOC_ID_CHARS):
             return Gone(doc_id, "not a Strapi documentId")
         for collection in self.collections:               # documentIds are unique across types
             resp = self._api(f"/{collection}/{doc_id}", {"status": "published", "populate": "*"})
@@ -80,19 +80,12 @@ class StrapiConnector(Connector):
                 page += 1
 
     def _page(self, collection: str, data: dict[str, Any]) -> Page:
-        parts = []
-        for name in self.body_fields:
-            value = data.get(name)
-            if is_strapi_blocks(value):
-                parts.append(strapi_blocks_html(value))
-            elif isinstance(value, str):
-                parts.append(markdown_html(value))            # "Rich text (Markdown)" and plain text
         base = (self.source.base_url or "").rstrip("/")
         template = self.source.options.get("url_template", "{base_url}/api/{collection}/{documentId}")
         title = data.get(self.source.options.get("title_field", "title"))
         return Page(doc_id=str(data["documentId"]), title=str(title or ""),
                     url=fill(template, {**data, "base_url": base, "collection": collection}),
-                    html="\n".join(parts), modified=iso_utc(data["updatedAt"]))
+                    html=fields_html(data, self.body_fields), modified=iso_utc(data["updatedAt"]))
 
     def _api(self, route: str, params: dict[str, Any]) -> httpx.Response:
         if locale := self.source.options.get("locale"):
