@@ -82,7 +82,7 @@ class Engine:
             name: connector_class(src.type)(src, self.http) for name, src in config.sources.items()}
         self.chunker = Chunker(self.embedder.tokenizer_file, config.max_tokens)
         self.shadow: Pipeline | None = None        # a reindex's new collection: passes go there too
-        self.key_locks = [threading.Lock() for _ in range(64)]   # one pass per key on the shadow
+        self.key_locks = [threading.Lock() for _ in range(64)]   # one pass per key at a time (passes, reindex)
         self.metrics = Metrics()
         self.queue = WorkQueue(config.data_dir, self._pass, redis_url=config.redis_url,
                                max_attempts=config.max_attempts, backoff_base_s=config.backoff_base_s,

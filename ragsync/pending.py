@@ -161,11 +161,39 @@ class SqlitePending(Pending):
         self.db.executescript(_SCHEMA)
         self.lock = threading.RLock()
         self.depth = 0                        # open _tx() levels of the thread holding the lock
+        self.arrivals: list[_Ticket] = []     # deliveries waiting for the next group commit
+        self.arrivals_lock = threading.Lock()
 
     def _tx(self) -> _Transaction:
         return _Transaction(self)
 
     batch = _tx
+
+    def accept(self, source, delivery_id, doc_ids, origin, ttl_s):
+        """Group commit: deliveries that arrive while a commit is on disk wait for the lock,
+        and the first to get it commits all of them in one transaction, one fsync. Every
+        caller still returns only after its own rows are durable."""
+        ticket = _Ticket((source, delivery_id, doc_ids, origin, ttl_s))
+        with self.arrivals_lock:
+            self.arrivals.append(ticket)
+        with self.lock:
+            if not ticket.done:
+                with self.arrivals_lock:
+                    group, self.arrivals = self.arrivals, []
+                try:
+                    with self._tx():
+                        for t in group:
+                            t.result = super().accept(*t.args)
+                except BaseException as exc:
+                    for t in group:
+                        t.error = exc
+                    raise
+                finally:
+                    for t in group:
+                        t.done = True
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result
 
     def add(self, key, origin):
         with self._tx() as db:
@@ -271,6 +299,15 @@ class SqlitePending(Pending):
 
     def close(self):
         self.db.close()
+
+
+@dataclass
+class _Ticket:
+    """One delivery in a group commit (set under SqlitePending.lock, read after it)."""
+    args: tuple
+    result: list[str] | None = None
+    error: BaseException | None = None
+    done: bool = False
 
 
 class _Transaction:
