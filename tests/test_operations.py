@@ -175,6 +175,9 @@ def test_web_and_worker_as_separate_processes_on_redis(tmp_path: Path, wp, redis
         logs["worker"].seek(0)
         line = next(json.loads(x) for x in logs["worker"] if '"outcome": "indexed"' in x)
         assert (line["source"], line["doc_id"], line["level"]) == ("blog", "7", "info")
+        logs["web"].seek(0)
+        accepted = next(json.loads(x) for x in logs["web"] if "accepted delivery" in x)
+        assert (accepted["doc_id"], accepted["event_id"]) == ("7", headers["webhook-id"])
         procs["worker"].send_signal(signal.SIGTERM)
         assert procs["worker"].wait(60) == 0
         # the embedded store is free now (with a Qdrant server both would share it at once)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ragsync.chunk import Chunker
 from ragsync.extract import extract
 from ragsync.fingerprint import fingerprint, short
-from tests.conftest import ADMIN_TOKEN, SECRET, SECRET_ENV, page_html, words, wp_source, write_config
+from tests.conftest import ADMIN_TOKEN, SECRET, SECRET_ENV, page_html, words
 
 
 def _set_max_tokens(path: Path, n: int) -> None:
