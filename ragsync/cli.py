@@ -67,7 +67,7 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
 def serve(cfg: Config) -> None:
     """Run the daemon: webhooks, search, admin API and the workers."""
     from ragsync.daemon import serve as run
-    logging.getLogger().setLevel(logging.INFO)
+    logs.daemon_level()
     if _daemon_url(cfg):
         raise RagsyncError(f"something already answers on {cfg.base_url}; is ragsync running?")
     run(cfg)
@@ -78,7 +78,7 @@ def serve(cfg: Config) -> None:
 def web(cfg: Config) -> None:
     """Server mode: only the HTTP side (webhooks, search, admin); run `ragsync worker`s beside it."""
     from ragsync.daemon import serve as run
-    logging.getLogger().setLevel(logging.INFO)
+    logs.daemon_level()
     run(cfg, role="web")
 
 
@@ -87,7 +87,7 @@ def web(cfg: Config) -> None:
 def worker(cfg: Config) -> None:
     """Server mode: only the workers, taking passes from the shared Redis queue."""
     from ragsync.daemon import serve as run
-    logging.getLogger().setLevel(logging.INFO)
+    logs.daemon_level()
     run(cfg, role="worker")
 
 

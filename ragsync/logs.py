@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import datetime, timezone
 
@@ -34,3 +35,10 @@ def setup(level: int, json_lines: bool | None = None) -> None:
     root.setLevel(level)
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def daemon_level() -> None:
+    """INFO for the daemon's processes unless RAGSYNC_LOG_LEVEL says otherwise (DEBUG adds a
+    line per accepted delivery with its event id, which at intake rates is a lot of lines)."""
+    name = os.environ.get("RAGSYNC_LOG_LEVEL", "INFO").upper()
+    logging.getLogger().setLevel(getattr(logging, name, logging.INFO))

@@ -122,7 +122,7 @@ def receive(source: str):
     if not doc_ids:
         log.info("ignored delivery for %s (no document event)", source)
     else:
-        log.info("accepted delivery for %s: %s", source, ", ".join(doc_ids),
+        log.debug("accepted delivery for %s: %s", source, ", ".join(doc_ids),
                  extra={"source": source, "doc_id": doc_ids[0], "event_id": delivery_id})
     engine.metrics.webhooks.labels(source).inc()
     return jsonify(accepted=doc_ids, queued=len(queued), ignored=not doc_ids), 202

@@ -152,7 +152,7 @@ def test_web_and_worker_as_separate_processes_on_redis(tmp_path: Path, wp, redis
     port = free_port()
     cfg = write_config(tmp_path, wp_source(wp), f'reconcile_on_start = false\n[queue]\nredis_url = "{redis_url}"',
                        port=port)
-    env = {**os.environ, SECRET_ENV: SECRET, "RAGSYNC_ADMIN_TOKEN": ADMIN_TOKEN}
+    env = {**os.environ, SECRET_ENV: SECRET, "RAGSYNC_ADMIN_TOKEN": ADMIN_TOKEN, "RAGSYNC_LOG_LEVEL": "DEBUG"}
     logs = {role: open(tmp_path / f"{role}.log", "w+") for role in ("web", "worker")}
     procs = {role: subprocess.Popen([sys.executable, "-m", "ragsync", "--config", str(cfg), role],
                                     stdout=logs[role], stderr=logs[role], env=env) for role in ("web", "worker")}
