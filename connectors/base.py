@@ -93,6 +93,10 @@ class Connector:
 
     # -- helpers for HTTP connectors -------------------------------------------------------
 
+    def secrets(self) -> list[str]:
+        """The webhook secrets to accept: one, or two separated by a space during a rotation."""
+        return self.source.secret().split()
+
     def token(self, option: str) -> str | None:
         """A secret named by an `*_env` option (e.g. api_token_env), read from the environment."""
         var = self.source.options.get(option)

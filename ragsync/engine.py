@@ -112,7 +112,10 @@ class Engine:
 
     @cached_property
     def pipeline(self) -> Pipeline:
-        return Pipeline(self.store, self.embedder, self.chunker, self.connectors, short(self.fingerprint))
+        return self._pipeline_for(self.store)
+
+    def _pipeline_for(self, store: Store) -> Pipeline:
+        return Pipeline(store, self.embedder, self.chunker, self.connectors, short(self.fingerprint))
 
     def check_fingerprint(self) -> None:
         """Refuse to write into a collection built another way. One with points but no stamp was
@@ -139,9 +142,7 @@ class Engine:
         live = self.catalog.live()
         if live != self._live:
             new = self.catalog.open(live)
-            old = self.switch(live, new, Pipeline(new, self.embedder, self.chunker, self.connectors,
-                                                  short(self.fingerprint)), self.config)
-            old.close()
+            self.switch(live, new, self._pipeline_for(new), self.config).close()
 
     def _pass(self, source: str, doc_id: str) -> Outcome:
         if source not in self.connectors:
@@ -210,17 +211,17 @@ class Engine:
                 "pages_gone": sum(p.state == "gone" for p in pages),
                 "points": self.store.count_chunks({"metadata.source": name}),
             }
+        rows, stamp = self.queue.pending(), self.store.fingerprint()
         return {
             "points": self.store.count_chunks(),
-            "pending": len(self.queue.pending()),
-            "oldest_pending_s": round(self.queue.oldest_pending_age(), 3),
+            "pending": len(rows),
+            "oldest_pending_s": round(self.queue.oldest_pending_age(rows), 3),
             "dead": len(self.queue.dead()),
             "chunks_embedded": self.embedder.embedded,
             "sources": sources,
             "reconcile": self.queue.record.reconciles(),
             "collection": {"name": self.config.collection, "physical": self._live or None,
-                           "fingerprint": self.store.fingerprint(), "config_matches":
-                           self.store.fingerprint() in (None, self.fingerprint)},
+                           "fingerprint": stamp, "config_matches": stamp in (None, self.fingerprint)},
         }
 
     def close(self) -> None:

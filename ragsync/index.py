@@ -451,14 +451,15 @@ class ClientCatalog(Catalog):
         return ClientStore(self.client, physical, self.dim, close_client=False)
 
     def switch(self, physical: str) -> str:
-        old = self._aliases().get(self.collection, self.collection)
+        aliases = self._aliases()
+        old = aliases.get(self.collection, self.collection)
         if old == self.collection:                      # a plain collection holds the name: it must go first
             for name in (self.collection, f"{self.collection}_pages"):
                 if self.client.collection_exists(name):
                     self.client.delete_collection(name)
         actions = []
         for alias, target in ((self.collection, physical), (f"{self.collection}_pages", f"{physical}_pages")):
-            if alias in self._aliases():
+            if alias in aliases:
                 actions.append(self.m.DeleteAliasOperation(delete_alias=self.m.DeleteAlias(alias_name=alias)))
             actions.append(self.m.CreateAliasOperation(create_alias=self.m.CreateAlias(
                 collection_name=target, alias_name=alias)))

@@ -76,7 +76,7 @@ class _Scraped:
         yield _gauge("ragsync_queue_depth", "Tasks in the huey queue (coalesced keys share one)",
                      engine.queue.depth())
         yield _gauge("ragsync_oldest_pending_seconds", "Age of the oldest pending key",
-                     engine.queue.oldest_pending_age())
+                     engine.queue.oldest_pending_age(rows))
         yield _gauge("ragsync_dead_letter_keys", "Keys parked in the dead-letter queue", len(engine.queue.dead()))
         yield _gauge("ragsync_points", "Chunk points in the collection", engine.store.count_chunks())
         writes = CounterMetricFamily("ragsync_qdrant_writes", "Write calls made to Qdrant since start")

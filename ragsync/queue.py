@@ -151,8 +151,9 @@ class WorkQueue:
     def pending_keys(self) -> set[Key]:
         return {(r.source, r.doc_id) for r in self.record.rows()}
 
-    def oldest_pending_age(self) -> float:
-        rows = self.record.rows()
+    def oldest_pending_age(self, rows: list[Row] | None = None) -> float:
+        """Seconds since the oldest pending key arrived (pass rows already read to save a read)."""
+        rows = self.record.rows() if rows is None else rows
         return time.time() - min(r.added_at for r in rows) if rows else 0.0
 
     def dead(self) -> list[Parked]:

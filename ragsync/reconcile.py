@@ -46,8 +46,10 @@ class SourceReport:
         return asdict(self)
 
 
-def plan(engine, source: str, force: bool = False) -> SourceReport:
-    """Work out the differences for one source without changing anything."""
+def plan(engine, source: str, force: bool = False, store=None) -> SourceReport:
+    """Work out the differences for one source without changing anything (against `store`,
+    by default the live one; a reindex checks its new collection the same way)."""
+    store = store or engine.store
     max_delete_share = engine.config.max_delete_share
     started = time.monotonic()
     report = SourceReport(source)
@@ -58,9 +60,9 @@ def plan(engine, source: str, force: bool = False) -> SourceReport:
         report.duration_s = time.monotonic() - started
         return report
     report.listed = len(listed)
-    records = {rec.doc_id: rec for rec in engine.store.iter_pages(source)}
+    records = {rec.doc_id: rec for rec in store.iter_pages(source)}
     held: dict[str, set[str]] = defaultdict(set)
-    for pid, payload in engine.store.iter_chunks({"metadata.source": source}):
+    for pid, payload in store.iter_chunks({"metadata.source": source}):
         held[str(payload["metadata"].get("doc_id", ""))].add(pid)
 
     for doc_id, modified in listed.items():

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from tqdm import tqdm
 
 from ragsync import config as config_mod
+from ragsync import reconcile
 from ragsync.chunk import Chunker
 from ragsync.errors import FetchError, RagsyncError, StoreError
 from ragsync.fingerprint import differences, fingerprint, short
@@ -115,20 +116,16 @@ def _copy(live, shadow, source: str) -> None:
 
 
 def _catch_up(engine, pipeline: Pipeline) -> int:
-    """List again; re-fetch what changed or vanished since the new collection last saw it."""
+    """Compare the CMSs with the new collection as the reconciler does, and re-fetch every
+    document that changed, vanished or lost points since the new collection last saw it."""
     count = 0
-    for source, connector in engine.connectors.items():
-        listed = {e.doc_id: e.modified for e in connector.list()}
-        held = {rec.doc_id: rec for rec in pipeline.store.iter_pages(source)}
-        for doc_id, modified in listed.items():
-            rec = held.get(doc_id)
-            if rec is None or rec.state != "live" or rec.modified != modified:
-                _settle(engine, pipeline, source, doc_id)
-                count += 1
-        for doc_id, rec in held.items():
-            if rec.state == "live" and doc_id not in listed:
-                _settle(engine, pipeline, source, doc_id)
-                count += 1
+    for source in engine.connectors:
+        found = reconcile.plan(engine, source, force=True, store=pipeline.store)
+        if found.errors:
+            raise RagsyncError(f"reindex catch-up of {source}: {found.errors[0]} (the live index is untouched)")
+        for doc_id in found.keys:
+            _settle(engine, pipeline, source, doc_id)
+        count += len(found.keys)
     return count
 
 
@@ -143,4 +140,4 @@ def _settle(engine, pipeline: Pipeline, source: str, doc_id: str) -> None:
         except (FetchError, StoreError) as exc:
             if attempt == ATTEMPTS or (isinstance(exc, FetchError) and not exc.transient):
                 raise RagsyncError(f"reindex stopped at {source}/{doc_id}: {exc} (the live index is untouched)") from None
-            time.sleep(min(30.0, getattr(exc, "retry_after", None) or 2 ** attempt))
+            time.sleep(engine.queue.backoff(attempt, getattr(exc, "retry_after", None)))

@@ -295,3 +295,19 @@ def test_wordpress_with_the_wp_webhooks_plugin_format(wp, daemon_factory, monkey
     replay = post("post_create", {"post_id": 1, "post": {"ID": 1, "post_status": "publish"}})
     assert replay.json().get("duplicate") is True              # the same signed delivery twice
     assert daemon.engine.queue.pending_keys() == {("blog", str(i)) for i in range(1, 5)}
+
+
+def test_every_signed_scheme_accepts_both_secrets_during_a_rotation(monkeypatch, daemon_factory):
+    """The variable may hold the old and the new secret: Ghost signed with either passes."""
+    fake = FakeGhost()
+    try:
+        monkeypatch.setenv("T_GHOST_SECRET", f"old-ghost-secret {GHOST_SECRET}")
+        monkeypatch.setenv("T_GHOST_KEY", FakeGhost.key)
+        daemon = daemon_factory(KITS["ghost"].toml(fake), consume=False)
+        for i, secret in enumerate(("old-ghost-secret", GHOST_SECRET, "third-secret")):
+            raw = json.dumps(_ghost_body("post.published", KITS["ghost"].ids(i))).encode()
+            resp = daemon.http.post("/webhooks/ghost?event=post.published", content=raw,
+                                    headers=ghost_headers(raw, secret=secret))
+            assert resp.status_code == (401 if secret == "third-secret" else 202), (secret, resp.text)
+    finally:
+        fake.close()

@@ -62,7 +62,7 @@ class ContentfulConnector(Connector):
         check_age(delivery.headers.get("x-contentful-timestamp", ""), delivery.received, tolerance_s)
         signed = {name: delivery.headers.get(name, "").strip() for name in names}
         if not any(same(given, sign(secret, delivery.method, delivery.target, signed, delivery.body))
-                   for secret in self.source.secret().split()):
+                   for secret in self.secrets()):
             raise Rejected(401, "no valid signature")
         return replay_id(given)
 

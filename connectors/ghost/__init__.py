@@ -38,10 +38,10 @@ class GhostConnector(Connector):
         if not given or not stamp:
             raise Rejected(401, "missing or malformed X-Ghost-Signature header")
         check_age(stamp, delivery.received, tolerance_s)
-        key = self.source.secret().encode()
-        candidates = [hmac_sha256(key, delivery.body + stamp.encode()).hex()]
+        signed = [delivery.body + stamp.encode()]
         if self.source.options.get("legacy_signature"):   # Ghost < 5.87.1 signed the body alone
-            candidates.append(hmac_sha256(key, delivery.body).hex())
+            signed.append(delivery.body)
+        candidates = [hmac_sha256(key.encode(), message).hex() for key in self.secrets() for message in signed]
         if not any(same(given, expected) for expected in candidates):
             raise Rejected(401, "no valid signature")
         return replay_id(given, stamp)

@@ -39,7 +39,7 @@ class StrapiConnector(Connector):
     def verify(self, delivery: Delivery, tolerance_s: int) -> str | None:
         header = self.source.options.get("token_header", "x-ragsync-token")
         given = delivery.headers.get(header) or delivery.headers.get("authorization", "").removeprefix("Bearer ")
-        if not given or not any(same(given.strip(), secret) for secret in self.source.secret().split()):
+        if not given or not any(same(given.strip(), secret) for secret in self.secrets()):
             raise Rejected(401, f"missing or wrong {header} token")
         return replay_id(delivery.body.decode("utf-8", "replace"))   # the body carries its send time
 

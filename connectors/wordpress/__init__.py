@@ -46,8 +46,8 @@ class WordPressConnector(Connector):
         given = delivery.headers.get("x-wp-webhook-signature", "")
         if not given:
             raise Rejected(401, "missing X-WP-Webhook-Signature header")
-        expected = base64.b64encode(hmac_sha256(self.source.secret().encode(), delivery.body)).decode()
-        if not same(given, expected):
+        if not any(same(given, base64.b64encode(hmac_sha256(key.encode(), delivery.body)).decode())
+                   for key in self.secrets()):
             raise Rejected(401, "no valid signature")
         return replay_id(given)
 
