@@ -120,17 +120,36 @@ class Connector:
 
 
 def json_body(resp: httpx.Response) -> Any:
-    """A CMS answer's JSON; a CMS that answers something else is misconfigured, not flaky."""
+    """A CMS answer's JSON. Anything else (a WAF challenge, a captive or maintenance page) is
+    an error to retry, then park: never read as a verdict on the document."""
     try:
         return resp.json()
     except ValueError:
-        raise FetchError(f"non-JSON answer from {resp.request.url.copy_with(query=None)}", transient=False) from None
+        raise FetchError(f"non-JSON answer from {resp.request.url.copy_with(query=None)}", transient=True) from None
+
+
+def error_document(resp: httpx.Response) -> dict[str, Any]:
+    """The CMS's own JSON error document, or {} when the answer is not one (an HTML page
+    from a WAF, CDN or proxy): only the former may carry a verdict on a document."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def no_verdict(source: str, what: str, resp: httpx.Response) -> FetchError:
+    """An answer that is not the CMS's documented verdict on the document (a WAF page, a proxy
+    404, a closed API, an unexpected code): retried with backoff, then parked; never a deletion."""
+    return FetchError(f"{source}: {what} answered HTTP {resp.status_code} without the CMS's own "
+                      "'not published' verdict; nothing deleted", transient=True)
 
 
 def refused(source: str, what: str, resp: httpx.Response) -> FetchError:
-    """An answer that means ragsync is misconfigured (a rejected API key, a listing that is not
-    there), never "the document is gone": it goes to the dead-letter queue, nothing is deleted."""
-    return FetchError(f"{source}: {what} answered HTTP {resp.status_code}", transient=False)
+    """The CMS's own JSON refusal (a rejected API key, a listing that is not there) means ragsync
+    is misconfigured: straight to the dead-letter queue. The same status as an HTML page is a
+    WAF or proxy in the way: retried. Never "the document is gone" either way."""
+    return FetchError(f"{source}: {what} answered HTTP {resp.status_code}", transient=not error_document(resp))
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:

@@ -152,13 +152,15 @@ def status(cfg: Config, as_json: bool) -> None:
     click.echo(f"daemon   {data['daemon'] or 'not running'}")
     click.echo(f"points   {data['points']}    pending {data['pending']} (oldest {data['oldest_pending_s']}s)"
                f"    dead-letter {data['dead']}    embedded since start {data['chunks_embedded']}")
-    rows = [("source", "live pages", "gone", "points", "last reconcile", "caught (all time)")]
+    rows = [("source", "live pages", "gone", "points", "deletions held", "last reconcile", "caught (all time)")]
     for name, s in data["sources"].items():
         rec = data["reconcile"].get(name, {})
         last = (f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(rec['at']))}Z listed {rec.get('listed', 0):.0f}"
                 if rec.get("at") else "never")
-        rows.append((name, str(s["pages_live"]), str(s["pages_gone"]), str(s["points"]), last,
-                     f"{rec.get('caught_total', 0):.0f}"))
+        if rec.get("errors"):
+            last += f" ({rec['errors']:.0f} error(s): see --json or the log)"
+        rows.append((name, str(s["pages_live"]), str(s["pages_gone"]), str(s["points"]), str(s["deletions_held"]),
+                     last, f"{rec.get('caught_total', 0):.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -21,7 +21,7 @@ _SERVER_KEYS = {"host", "port", "admin_token_env", "search_token_env", "workers"
 _QDRANT_KEYS = {"collection", "url", "api_key_env"}
 _QUEUE_KEYS = {"max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s"}
 _CHUNKING_KEYS = {"max_tokens"}
-_RECONCILE_KEYS = {"max_delete_share"}
+_RECONCILE_KEYS = {"max_delete_share", "delete_window_s"}
 _SOURCE_KEYS = {"name", "type", "base_url", "webhook_secret_env", "allow_ips", "rate_limit_per_s", "rate_limit_burst"}
 
 
@@ -77,6 +77,7 @@ class Config:
     lease_s: float = 60.0
     max_tokens: int = 200
     max_delete_share: float = 0.2
+    delete_window_s: float = 3600.0            # webhook-path deletion guard: max_delete_share per window
     sources: dict[str, SourceConfig] = field(default_factory=dict)
 
     @property
@@ -183,6 +184,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         lease_s=_get(queue, "lease_s", (int, float), 60.0),
         max_tokens=_get(chunking, "max_tokens", int, 200),
         max_delete_share=_get(reconcile, "max_delete_share", (int, float), 0.2),
+        delete_window_s=_get(reconcile, "delete_window_s", (int, float), 3600.0),
         sources=sources,
     )
 

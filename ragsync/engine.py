@@ -14,11 +14,12 @@ from typing import Any
 import httpx
 
 from connectors import connector_class
-from connectors.base import Connector
+from connectors.base import Connector, Gone
 from ragsync.chunk import Chunker
 from ragsync.config import Config
 from ragsync.embed import Embedder
 from ragsync.errors import RagsyncError, StoreError
+from ragsync.guard import DeletionGuard
 from ragsync.fingerprint import differences, fingerprint, short
 from ragsync.index import Catalog, Store, open_catalog
 from ragsync.metrics import Metrics
@@ -84,6 +85,7 @@ class Engine:
         self.shadow: Pipeline | None = None        # a reindex's new collection: passes go there too
         self.key_locks = [threading.Lock() for _ in range(64)]   # one pass per key at a time (passes, reindex)
         self.metrics = Metrics()
+        self.guard = DeletionGuard(config.max_delete_share, config.delete_window_s)
         self.queue = WorkQueue(config.data_dir, self._pass, redis_url=config.redis_url,
                                max_attempts=config.max_attempts, backoff_base_s=config.backoff_base_s,
                                backoff_max_s=config.backoff_max_s, lease_s=config.lease_s)
@@ -151,6 +153,10 @@ class Engine:
             self._follow_alias()
         with self.key_lock(source, doc_id):                        # a reindex works the same keys
             result = self.connectors[source].fetch(doc_id)          # one fetch, applied to both collections
+            if isinstance(result, Gone):
+                self._guard_deletion(source, doc_id)
+            else:
+                self.guard.release(source, doc_id)
             outcome = self.pipeline.settle(source, doc_id, result)
             if (shadow := self.shadow) is not None:
                 shadow.settle(source, doc_id, result)
@@ -159,6 +165,12 @@ class Engine:
                  outcome.reused, outcome.deleted,
                  extra={"source": source, "doc_id": doc_id, "outcome": outcome.action})
         return outcome
+
+    def _guard_deletion(self, source: str, doc_id: str) -> None:
+        """Tombstoning a live page counts against the source's deletion budget (raises Held)."""
+        current = self.store.page(source, doc_id)
+        if current is not None and current.state == "live":
+            self.guard.admit(source, doc_id, lambda: sum(p.state == "live" for p in self.store.iter_pages(source)))
 
     def key_lock(self, source: str, doc_id: str) -> threading.Lock:
         return self.key_locks[hash((source, doc_id)) % len(self.key_locks)]
@@ -210,6 +222,7 @@ class Engine:
                 "pages_live": sum(p.state == "live" for p in pages),
                 "pages_gone": sum(p.state == "gone" for p in pages),
                 "points": self.store.count_chunks({"metadata.source": name}),
+                "deletions_held": len(self.guard.held[name]),
             }
         rows, stamp = self.queue.pending(), self.store.fingerprint()
         return {

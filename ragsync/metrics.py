@@ -87,6 +87,11 @@ class _Scraped:
             for result, value in figures.items():
                 last.add_metric([source, result], float(value))
         yield last
+        held = GaugeMetricFamily("ragsync_deletions_held", "Deletions the webhook-path mass-deletion guard "
+                                 "holds back (pending until its window has room)", labels=["source"])
+        for source in engine.config.sources:
+            held.add_metric([source], len(engine.guard.held[source]))
+        yield held
         rate = GaugeMetricFamily("ragsync_catch_rate", "Share of the changes applied since start that reconcile "
                                  "found first (0: the webhooks caught everything)", labels=["source"])
         for source in engine.config.sources:

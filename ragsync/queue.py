@@ -20,11 +20,14 @@ from pathlib import Path
 from huey import RedisHuey, SqliteHuey
 
 from ragsync.errors import FetchError, StoreError
+from ragsync.guard import Held
 from ragsync.pending import Key, Parked, Pending, RedisPending, Row, SqlitePending
 
 __all__ = ["Key", "Parked", "Row", "WorkQueue"]
 
 log = logging.getLogger("ragsync.queue")
+
+HELD_FOREVER = 2**31                              # a held deletion never runs out of attempts
 
 
 class WorkQueue:
@@ -107,6 +110,11 @@ class WorkQueue:
         self.on_outcome(source, doc_id, str(outcome))
 
     def _failed(self, key: Key, exc: Exception) -> None:
+        if isinstance(exc, Held):                     # not a failure: the deletion waits for room
+            self.record.fail(key, str(exc), True, HELD_FOREVER)
+            self._task.schedule(key, delay=exc.retry_after)
+            self.on_outcome(*key, "held")
+            return
         transient = isinstance(exc, StoreError) or (isinstance(exc, FetchError) and exc.transient)
         error = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, (FetchError, StoreError)):

@@ -99,6 +99,7 @@ def run(engine, sources: list[str], *, dry_run: bool = False, force: bool = Fals
         report = plan(engine, source, force=force)
         if not dry_run and report.keys:
             keys = [(source, doc_id) for doc_id in report.keys]
+            engine.guard.allow((source, doc_id) for doc_id in report.tombstoned)   # vetted above
             for key in keys:
                 engine.queue.add(*key, origin="reconcile")
             left = len(_wait(engine, keys, wait_s, standalone, f"reconcile {source}"))

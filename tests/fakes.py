@@ -30,7 +30,7 @@ class FakeServer:
 
     def __init__(self) -> None:
         self.fetches: dict = {}
-        self.failures: list[tuple[int, dict[str, str]]] = []     # (status, headers) for the next requests
+        self.failures: list[tuple[int, dict[str, str], object]] = []   # (status, headers, body) for the next requests
         self.clock = datetime(2026, 1, 1, tzinfo=timezone.utc)
         self.lock = threading.Lock()
         self.app = self._build()
@@ -51,15 +51,19 @@ class FakeServer:
             self.clock += timedelta(seconds=1)
             return self.clock
 
-    def fail_next(self, n: int, status: int = 503, retry_after: str | None = None) -> None:
+    def fail_next(self, n: int, status: int = 503, retry_after: str | None = None, body: object = None) -> None:
+        """The next n requests answer `status` with `body`: a str is sent as HTML (a WAF's or a
+        proxy's page), anything else as JSON; None sends a generic JSON error."""
         headers = {"Retry-After": retry_after} if retry_after else {}
-        self.failures.extend([(status, headers)] * n)
+        self.failures.extend([(status, headers, body)] * n)
 
     def injected(self):
         with self.lock:
             if self.failures:
-                status, headers = self.failures.pop(0)
-                return jsonify(code="injected", message="injected failure"), status, headers
+                status, headers, body = self.failures.pop(0)
+                if isinstance(body, str):
+                    return body, status, {**headers, "Content-Type": "text/html"}
+                return jsonify(body if body is not None else {"message": "injected failure"}), status, headers
         return None
 
     def count(self, doc_id) -> None:
@@ -314,7 +318,8 @@ class FakeContentful(FakeDocs):
         def one(doc_id: str):
             doc = self.visible(doc_id)
             if doc is None:
-                return jsonify(sys={"type": "Error", "id": "NotFound"}, message="The resource could not be found."), 404
+                return jsonify(sys={"type": "Error", "id": "NotFound"}, message="The resource could not be found.",
+                               details={"type": "Entry", "id": doc_id}), 404
             return jsonify(entry(doc, request.args.get("locale")))
 
         @app.get(f"{root}/sync")

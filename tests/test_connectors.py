@@ -18,7 +18,7 @@ import pytest
 from connectors.base import Gone, Page
 from connectors.contentful import sign as contentful_sign
 from ragsync.errors import FetchError
-from tests.conftest import SECRET_ENV, signed, wait_for
+from tests.conftest import SECRET_ENV, signed, wait_for, wp_source
 from tests.fakes import FakeContentful, FakeDocs, FakeGeneric, FakeGhost, FakeStrapi
 
 GHOST_SECRET = "ghost-hook-secret"
@@ -311,3 +311,89 @@ def test_every_signed_scheme_accepts_both_secrets_during_a_rotation(monkeypatch,
             assert resp.status_code == (401 if secret == "third-secret" else 202), (secret, resp.text)
     finally:
         fake.close()
+
+
+# Answers a WAF, CDN, proxy or broken CMS gives for a page that is public: none is the CMS's
+# own "not published" verdict, so each must retry and delete nothing.
+NOT_A_VERDICT = {
+    "waf page": (403, "<html><title>Attention Required! | Cloudflare</title></html>"),
+    "proxy 404": (404, "<html><body><h1>404 Not Found</h1><hr>nginx</body></html>"),
+    "non-JSON 200": (200, "<html><body>Checking your browser before accessing…</body></html>"),
+    "html 410": (410, "<html>Gone</html>"),
+    "json 410": (410, {"message": "gone"}),
+    "empty 204": (204, ""),
+}
+EXTRA_NOT_A_VERDICT = {
+    "cf": {"wrong environment": (404, {"sys": {"type": "Error", "id": "NotFound"},
+                                       "message": "The resource could not be found.",
+                                       "details": {"type": "Environment", "id": "staging"}})},
+    "ghost": {"404 without NotFoundError": (404, {"errors": [{"type": "InternalServerError"}]})},
+    "strapi": {"404 without NotFoundError": (404, {"data": None, "error": {"status": 404, "name": "Forbidden"}})},
+    "generic": {},
+}
+
+
+def hostile_answers(kit: Kit) -> dict[str, tuple[int, object]]:
+    answers = {**NOT_A_VERDICT, **EXTRA_NOT_A_VERDICT[kit.name]}
+    if kit.name == "generic":                        # our own contract: a 410 with a JSON body IS the verdict
+        del answers["json 410"]
+    return answers
+
+
+def test_an_answer_that_is_not_the_cms_verdict_retries_and_deletes_nothing(kit, fake, daemon_factory):
+    daemon = daemon_factory(kit.toml(fake), "[queue]\nmax_attempts = 20\nbackoff_base_s = 0.01\nbackoff_max_s = 0.05")
+    connector = daemon.engine.connectors[kit.name]
+    doc_id = kit.ids(4)
+    fake.put(doc_id, "Ownership", **kit.fields("Every value in Rust has a single owner at a time."))
+    for what, (status, body) in hostile_answers(kit).items():
+        fake.fail_next(1, status, body=body)
+        with pytest.raises(FetchError) as err:
+            connector.fetch(doc_id)
+        assert err.value.transient, what
+
+    assert deliver(daemon, kit, kit.changes[0], doc_id).status_code == 202
+    daemon.idle()
+    assert daemon.search("single owner", source=kit.name)[0]["doc_id"] == doc_id
+    fake.put(doc_id, "Ownership", **kit.fields("Moving a value transfers ownership to the new binding."))
+    answers = hostile_answers(kit)
+    for status, body in answers.values():            # the CMS misbehaves through the next passes
+        fake.fail_next(1, status, body=body)
+    assert deliver(daemon, kit, kit.changes[1], doc_id).status_code == 202
+    daemon.idle()
+    assert not fake.failures                          # every hostile answer was seen by a pass
+    hits = daemon.search("transfers ownership to the new binding", source=kit.name)
+    assert hits and hits[0]["doc_id"] == doc_id       # the edit landed once the CMS was sane
+    assert daemon.engine.queue.dead() == []
+    assert 'outcome="tombstoned"' not in daemon.http.get("/metrics").text
+
+
+def test_wordpress_deletes_only_on_its_own_verdict(wp, daemon_factory):
+    """rest_forbidden and rest_post_invalid_id are WordPress's word; a WAF's 401/403, a closed
+    REST API (`rest_not_logged_in`), a proxy's HTML 404 on both routes are not."""
+    daemon = daemon_factory(wp_source(wp), "[queue]\nmax_attempts = 20\nbackoff_base_s = 0.01\nbackoff_max_s = 0.05")
+    connector = daemon.engine.connectors["blog"]
+    wp.publish(7, "Traits", "<p>A trait defines shared behaviour that types can implement.</p>")
+    hostile = {**NOT_A_VERDICT,
+               "closed REST API": (401, {"code": "rest_not_logged_in", "message": "You are not currently logged in.",
+                                         "data": {"status": 401}}),
+               "wordfence 403": (403, {"code": "wordfence_blocked", "message": "Blocked"}),
+               "ip block 401": (401, "<html>Access denied</html>")}
+    for what, (status, body) in hostile.items():
+        wp.fail_next(2 if status == 404 and isinstance(body, str) else 1, status, body=body)   # both routes
+        with pytest.raises(FetchError) as err:
+            connector.fetch("7")
+        assert err.value.transient, what
+        wp.failures.clear()
+    daemon.wp_event(7, "post.published")
+    daemon.idle()
+    wp.edit(7, html="<p>Trait objects allow dynamic dispatch through a vtable.</p>")
+    for status, body in hostile.values():
+        wp.fail_next(1, status, body=body)
+    daemon.wp_event(7)
+    daemon.idle()
+    assert daemon.doc_texts("blog", "7") == ["Trait objects allow dynamic dispatch through a vtable."]
+    assert daemon.engine.queue.dead() == []
+    wp.edit(7, status="draft")                        # WordPress's own verdict: rest_forbidden
+    daemon.wp_event(7, "post.unpublished")
+    daemon.idle()
+    assert daemon.doc_texts("blog", "7") == []

@@ -17,8 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from connectors.base import (Connector, Delivery, Gone, Listed, Page, check_age, fill, hmac_sha256, iso_utc,
-                             json_body, json_object, refused, replay_id, same, well_formed)
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, check_age, error_document, fill, hmac_sha256,
+                             iso_utc, json_body, json_object, no_verdict, refused, replay_id, same, well_formed)
 from connectors.richtext import fields_html
 from ragsync.config import SourceConfig
 from ragsync.errors import ConfigError, FetchError, Rejected
@@ -71,7 +71,7 @@ class ContentfulConnector(Connector):
         if delivery.headers.get("x-contentful-topic") not in TOPICS:
             return []
         sys = payload.get("sys") if isinstance(payload.get("sys"), dict) else {}
-        content_type = ((sys.get("contentType") or {}).get("sys") or {}).get("id")
+        content_type = _link_id(sys.get("contentType"))
         if self.content_types and content_type and content_type not in self.content_types:
             return []
         entry_id = sys.get("id")
@@ -83,13 +83,21 @@ class ContentfulConnector(Connector):
         if not well_formed(doc_id, ENTRY_ID_CHARS):
             return Gone(doc_id, "not a Contentful entry id")
         resp = self._get(f"/entries/{doc_id}", {"locale": self.locale})
-        if resp.status_code in (404, 410):
-            return Gone(doc_id, "not published")
-        if resp.status_code != 200:
+        if resp.status_code == 404 and _entry_not_found(error_document(resp), doc_id):
+            return Gone(doc_id, "not published (NotFound)")
+        if resp.status_code in (401, 403):
             raise refused(self.source.name, "the Delivery API", resp)
+        if resp.status_code != 200:                      # a wrong space or environment, a proxy page
+            raise no_verdict(self.source.name, f"entry {doc_id}", resp)
         entry = json_body(resp)
-        sys, fields = entry.get("sys") or {}, entry.get("fields") or {}
-        if self.content_types and ((sys.get("contentType") or {}).get("sys") or {}).get("id") not in self.content_types:
+        sys = entry.get("sys") if isinstance(entry, dict) else None
+        if not isinstance(sys, dict) or sys.get("id") != doc_id or not sys.get("updatedAt"):
+            raise no_verdict(self.source.name, f"entry {doc_id}", resp)
+        fields = entry.get("fields") if isinstance(entry.get("fields"), dict) else {}
+        content_type = _link_id(sys.get("contentType"))
+        if self.content_types and content_type is None:
+            raise no_verdict(self.source.name, f"entry {doc_id} (no sys.contentType)", resp)
+        if self.content_types and content_type not in self.content_types:
             return Gone(doc_id, "content type not indexed")
         template = self.source.options.get("url_template", "https://app.contentful.com/spaces/{space_id}/entries/{id}")
         url = fill(template, {**fields, "id": doc_id, "space_id": self.source.options["space_id"]})
@@ -109,7 +117,7 @@ class ContentfulConnector(Connector):
             body = json_body(resp)
             for item in body.get("items") or []:
                 sys = item.get("sys") or {}
-                kind = ((sys.get("contentType") or {}).get("sys") or {}).get("id")
+                kind = _link_id(sys.get("contentType"))
                 if sys.get("type") == "Entry" and (not self.content_types or kind in self.content_types):
                     yield Listed(str(sys["id"]), iso_utc(sys["updatedAt"]))
             if not body.get("nextPageUrl"):
@@ -122,3 +130,18 @@ class ContentfulConnector(Connector):
 
     def _get(self, route: str, params: dict[str, Any]) -> httpx.Response:
         return self.get(self.root + route, params, {"Authorization": f"Bearer {self.token('delivery_token_env')}"})
+
+
+def _link_id(link: object) -> str | None:
+    """The id of a Contentful link (`{"sys": {"id": ...}}`); None for anything else."""
+    target = link.get("sys") if isinstance(link, dict) else None
+    value = target.get("id") if isinstance(target, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _entry_not_found(error: dict[str, Any], doc_id: str) -> bool:
+    """Contentful's verdict on this entry: a `NotFound` error whose details name an Entry.
+    A wrong space or environment answers NotFound too, naming the Space or Environment."""
+    details = error.get("details") if isinstance(error.get("details"), dict) else {}
+    return (_link_id(error) == "NotFound" and details.get("type") == "Entry"
+            and details.get("id", doc_id) == doc_id)

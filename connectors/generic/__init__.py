@@ -3,7 +3,8 @@ endpoints; README "Connecting an in-house CMS" is the contract, small enough for
 
     POST <ragsync>/webhooks/<source>   {"type": "document.published", "id": "<doc id>"}
     GET  <base_url>/documents/<id>     200 {"id", "title", "url", "modified", "html" | "markdown"}
-                                       404 or 410: not published (deleted, draft, private, …)
+                                       404 or 410 with a JSON object body: not published (deleted, draft, …);
+                                       an HTML or empty 404 is a proxy's, retried
     GET  <base_url>/documents?limit=100[&cursor=<c>]
                                        200 {"documents": [{"id", "modified"}], "next_cursor": <c> | null}
 """
@@ -16,7 +17,8 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.base import Connector, Delivery, Gone, Listed, Page, iso_utc, json_body, json_object, refused
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, error_document, iso_utc, json_body,
+                             json_object, no_verdict, refused)
 from connectors.richtext import fields_html
 from ragsync.errors import FetchError, Rejected
 
@@ -38,8 +40,10 @@ class GenericConnector(Connector):
 
     def fetch(self, doc_id: str) -> Page | Gone:
         resp = self._get(f"/documents/{quote(doc_id, safe='')}", None)
+        if resp.status_code in (404, 410) and error_document(resp):
+            return Gone(doc_id, f"HTTP {resp.status_code}")   # the CMS's own JSON answer, not a proxy page
         if resp.status_code in (404, 410):
-            return Gone(doc_id, f"HTTP {resp.status_code}")
+            raise no_verdict(self.source.name, f"document {doc_id!r}", resp)
         if resp.status_code != 200:
             raise refused(self.source.name, "the document endpoint", resp)
         doc = json_body(resp)

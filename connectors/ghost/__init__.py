@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import httpx
 
-from connectors.base import (Connector, Delivery, Gone, Listed, Page, check_age, hmac_sha256, iso_utc,
-                             json_body, json_object, refused, replay_id, same)
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, check_age, error_document, hmac_sha256,
+                             iso_utc, json_body, json_object, no_verdict, refused, replay_id, same)
 from ragsync.config import SourceConfig
 from ragsync.errors import ConfigError, Rejected
 
@@ -69,10 +69,16 @@ class GhostConnector(Connector):
             if resp.status_code in (401, 403):            # a bad Content API key: not "gone"
                 raise refused(self.source.name, "the Content API", resp)
             if resp.status_code == 200:
-                item = (json_body(resp).get(f"{kind}s") or [{}])[0]
+                body = json_body(resp)
+                items = body.get(f"{kind}s") if isinstance(body, dict) else None
+                item = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else None
+                if item is None or not item.get("updated_at"):
+                    raise no_verdict(self.source.name, f"{kind} {doc_id}", resp)
                 return Page(doc_id=doc_id, title=str(item.get("title") or ""), url=str(item.get("url") or ""),
-                            html=str(item.get("html") or ""), modified=iso_utc(item["updated_at"]))
-        return Gone(doc_id, "not published")
+                            html=str(item.get("html") or ""), modified=iso_utc(str(item["updated_at"])))
+            if not _not_found(resp):                      # a proxy's 404, a 410, a 204: not Ghost's word
+                raise no_verdict(self.source.name, f"{kind} {doc_id}", resp)
+        return Gone(doc_id, "not published (NotFoundError)")
 
     def list(self) -> Iterator[Listed]:
         for kind in KINDS:
@@ -92,3 +98,10 @@ class GhostConnector(Connector):
         base = (self.source.base_url or "").rstrip("/")
         return self.get(f"{base}/ghost/api/content/{route}", {"key": self.token("content_key_env") or "", **params},
                         {"Accept-Version": "v5.0"})
+
+
+def _not_found(resp: httpx.Response) -> bool:
+    """Ghost's own 404 verdict: `{"errors": [{"type": "NotFoundError", ...}]}`."""
+    errors = error_document(resp).get("errors")
+    return (resp.status_code == 404 and isinstance(errors, list) and bool(errors)
+            and all(isinstance(e, dict) and e.get("type") == "NotFoundError" for e in errors))

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from connectors.base import (Connector, Delivery, Gone, Listed, Page, fill, iso_utc, json_body, json_object,
-                             refused, replay_id, same, well_formed)
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, error_document, fill, iso_utc, json_body,
+                             json_object, no_verdict, refused, replay_id, same, well_formed)
 from connectors.richtext import fields_html
 from ragsync.config import SourceConfig
 from ragsync.errors import ConfigError, Rejected
@@ -61,8 +61,15 @@ class StrapiConnector(Connector):
             if resp.status_code in (401, 403):
                 raise refused(self.source.name, f"reading {collection}", resp)
             if resp.status_code == 200:
-                return self._page(collection, json_body(resp).get("data") or {})
-        return Gone(doc_id, "not published")
+                body = json_body(resp)
+                data = body.get("data") if isinstance(body, dict) else None
+                if not isinstance(data, dict) or not data.get("documentId") or not data.get("updatedAt"):
+                    raise no_verdict(self.source.name, f"{collection}/{doc_id}", resp)
+                return self._page(collection, data)
+            error = error_document(resp).get("error")
+            if not (resp.status_code == 404 and isinstance(error, dict) and error.get("name") == "NotFoundError"):
+                raise no_verdict(self.source.name, f"{collection}/{doc_id}", resp)
+        return Gone(doc_id, "not published (NotFoundError)")
 
     def list(self) -> Iterator[Listed]:
         for collection in self.collections:

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import base64
 import html
-import re
 from collections.abc import Iterator
 
 import httpx
 
-from connectors.base import (Connector, Delivery, Gone, Listed, Page, hmac_sha256, iso_utc, json_body,
-                             json_object, refused, replay_id, same)
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, error_document, hmac_sha256, iso_utc,
+                             json_body, json_object, no_verdict, refused, replay_id, same)
 from ragsync.config import SourceConfig
 from ragsync.errors import ConfigError, Rejected
 
 EVENTS = frozenset({"post.published", "post.updated", "post.unpublished", "post.trashed", "post.deleted"})
 WP_WEBHOOKS_TRIGGERS = frozenset({"post_create", "post_update", "post_trash", "post_delete"})
 SIGNATURES = ("standard-webhooks", "wp-webhooks")
-_TAG = re.compile(r"<[^>]+>")
 
 
 class WordPressConnector(Connector):
@@ -66,15 +64,24 @@ class WordPressConnector(Connector):
         return [str(int(post_id))]
 
     def fetch(self, doc_id: str) -> Page | Gone:
+        """Only WordPress's own JSON verdict deletes: `rest_forbidden` (draft, pending, private,
+        trash), `rest_post_invalid_id` under every REST base (deleted, never existed) and
+        `content.protected`. Anything else (a WAF's 403 page, `rest_not_logged_in` from a site
+        that closed its REST API, a proxy's HTML 404) is an error to retry."""
         if not doc_id.isdigit():
             return Gone(doc_id, "not a WordPress post id")
         for base in self.rest_bases:
             resp = self._rest(f"/wp/v2/{base}/{doc_id}")
-            if resp.status_code in (401, 403):
-                return Gone(doc_id, f"not public (HTTP {resp.status_code})")
-            if resp.status_code in (404, 410):
-                continue                      # wrong post type, or deleted: try the next base
+            if resp.status_code != 200:
+                code = error_document(resp).get("code")
+                if code == "rest_forbidden":
+                    return Gone(doc_id, "not public (rest_forbidden)")
+                if code == "rest_post_invalid_id":
+                    continue                  # another post type, or deleted: try the next base
+                raise no_verdict(self.source.name, f"post {doc_id} ({base})", resp)
             post = json_body(resp)
+            if not isinstance(post, dict):
+                raise no_verdict(self.source.name, f"post {doc_id} ({base})", resp)
             modified = iso_utc(post.get("modified_gmt") or post.get("modified"))
             if post.get("status", "publish") != "publish":
                 return Gone(doc_id, f"status {post.get('status')}")
@@ -83,12 +90,12 @@ class WordPressConnector(Connector):
                 return Gone(doc_id, "password-protected", modified)   # still listed: remember the revision
             return Page(
                 doc_id=doc_id,
-                title=html.unescape(_TAG.sub("", (post.get("title") or {}).get("rendered", ""))).strip(),
+                title=strip_tags(str((post.get("title") or {}).get("rendered", ""))),
                 url=str(post.get("link", "")),
                 html=str(content.get("rendered", "")),
                 modified=modified,
             )
-        return Gone(doc_id, "not found")
+        return Gone(doc_id, "not found (rest_post_invalid_id)")
 
     def list(self) -> Iterator[Listed]:
         for base in self.rest_bases:
@@ -116,7 +123,15 @@ class WordPressConnector(Connector):
 
 
 def _is_rest_error(resp: httpx.Response) -> bool:
-    try:
-        return isinstance(resp.json(), dict) and "code" in resp.json()
-    except ValueError:
-        return False
+    return "code" in error_document(resp)
+
+
+def strip_tags(rendered: str) -> str:
+    """A rendered title as plain text. A linear scan, not a `<[^>]+>` regex: an author's title
+    of thousands of unclosed '<' made that backtrack quadratically."""
+    head, *tags = rendered.split("<")
+    out = [head]
+    for part in tags:                         # each part starts inside a tag, if it closes
+        _, closed, rest = part.partition(">")
+        out.append(rest if closed else "<" + part)
+    return html.unescape("".join(out)).strip()
