@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -71,17 +72,27 @@ class Connector:
     def verify(self, delivery: Delivery, tolerance_s: int) -> str | None:
         """Authenticate a delivery from its raw bytes (constant-time compares); return an id
         that is the same for a replay of it (None when the scheme has none), or raise Rejected."""
-        return standard_webhooks.verify(self.source.secret(), delivery.headers, delivery.body,
+        return standard_webhooks.verify(self.secrets(), delivery.headers, delivery.body,
                                         delivery.received, tolerance_s)
 
     def parse(self, delivery: Delivery) -> list[str]:
         """The document ids a verified delivery says may have changed; [] for events to ignore.
         Nothing else in the body is trusted: the pass fetches the truth by id."""
-        payload = json_object(delivery.body)
-        doc_id = payload.get("id")
-        if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id).strip() == "":
-            raise Rejected(400, "body needs an 'id' (string or integer)")
-        return [str(doc_id)]
+        return [self.checked_id(json_object(delivery.body).get("id"), "id")]
+
+    def valid_id(self, doc_id: str) -> bool:
+        """The one id rule of this CMS, applied to webhook bodies and to the queue's keys alike
+        (README "Sources"). Default: 1–256 printable characters, not "." or ".." (an HTTP client
+        would resolve those as path segments)."""
+        return 0 < len(doc_id) <= 256 and doc_id.isprintable() and doc_id not in (".", "..")
+
+    def checked_id(self, value: Any, field: str) -> str:
+        """A webhook body's id (a string, or an integer where the CMS uses them) that passes
+        valid_id; anything else is a 400."""
+        doc_id = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(doc_id, str) or not self.valid_id(doc_id):
+            raise Rejected(400, f"'{field}' is missing or not a valid {type(self).__name__.removesuffix('Connector')} id")
+        return doc_id
 
     def fetch(self, doc_id: str) -> Page | Gone:
         """The document's published state now, from the CMS's own API (never a URL from a body)."""
@@ -93,9 +104,27 @@ class Connector:
 
     # -- helpers for HTTP connectors -------------------------------------------------------
 
+    signs_standard_webhooks: ClassVar[bool] = True    # its secrets are whsec_<base64>
+
     def secrets(self) -> list[str]:
-        """The webhook secrets to accept: one, or two separated by a space during a rotation."""
-        return self.source.secret().split()
+        """The webhook secrets to accept: the variable's value, and during a rotation the old
+        one in `<variable>_PREVIOUS`. Never split on spaces: a token may contain them. (Several
+        `whsec_` secrets separated by spaces are split: base64 has no spaces.)"""
+        values = [self.source.secret()]
+        if previous := os.environ.get(f"{self.source.webhook_secret_env}_PREVIOUS"):
+            values.append(previous)
+        out: list[str] = []
+        for value in values:
+            parts = value.split()
+            out.extend(parts if len(parts) > 1 and all(p.startswith("whsec_") for p in parts) else [value])
+        return out
+
+    def check_secrets(self) -> None:
+        """At start: a secret that can never verify anything is a one-line error now, not a
+        503 on every delivery later."""
+        for secret in self.secrets():
+            if self.signs_standard_webhooks:
+                standard_webhooks.secret_key(secret)
 
     def token(self, option: str) -> str | None:
         """A secret named by an `*_env` option (e.g. api_token_env), read from the environment."""
@@ -107,7 +136,7 @@ class Connector:
         """GET with the one retry classification every connector shares: 2xx and the 'not
         visible' statuses come back to the caller; 429/5xx/timeouts are transient errors."""
         try:
-            resp = self.http.get(url, params=params, headers=headers)
+            resp = _bounded(self.http, url, params, headers)
         except httpx.TimeoutException:
             raise FetchError(f"{self.source.name}: timeout fetching {url}", transient=True) from None
         except httpx.HTTPError as exc:
@@ -117,6 +146,33 @@ class Connector:
         transient = resp.status_code == 429 or resp.status_code >= 500
         raise FetchError(f"{self.source.name}: HTTP {resp.status_code} from {url}",
                          transient=transient, retry_after=_retry_after(resp))
+
+
+MAX_ANSWER_BYTES = 32 * 1024 * 1024      # a CMS answer, after decompression
+
+
+class TooLarge(FetchError):
+    def __init__(self, url: str) -> None:
+        super().__init__(f"the answer from {url} is larger than {MAX_ANSWER_BYTES >> 20} MiB (decompressed); "
+                         "not read", transient=False)
+
+
+def _bounded(http: httpx.Client, url: str, params: Mapping[str, Any] | None,
+             headers: Mapping[str, str] | None) -> httpx.Response:
+    """GET, reading at most MAX_ANSWER_BYTES of the decompressed body as it streams in: 4 KB of
+    gzip can be 4 MB of HTML, and a hostile or broken CMS can send without end."""
+    with http.stream("GET", url, params=params, headers=headers) as resp:
+        declared = resp.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            raise TooLarge(str(resp.request.url.copy_with(query=None)))
+        chunks, size = [], 0
+        for chunk in resp.iter_bytes():
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise TooLarge(str(resp.request.url.copy_with(query=None)))
+            chunks.append(chunk)
+    kept = {k: v for k, v in resp.headers.items() if k.lower() not in ("content-encoding", "content-length")}
+    return httpx.Response(resp.status_code, headers=kept, content=b"".join(chunks), request=resp.request)
 
 
 def json_body(resp: httpx.Response) -> Any:
@@ -168,17 +224,12 @@ def replay_id(*parts: str) -> str:
 
 def check_age(stamp_ms: str, now: float, tolerance_s: int) -> None:
     """Reject a millisecond timestamp outside the tolerance window (Ghost, Contentful)."""
-    try:
-        stamp = int(stamp_ms) / 1000
-    except ValueError:
-        raise Rejected(401, "signature timestamp is not an integer") from None
-    if abs(now - stamp) > tolerance_s:
-        raise Rejected(401, "signature timestamp is outside the tolerance window")
+    standard_webhooks.seconds(stamp_ms, now, tolerance_s, "signature timestamp", per_second=1000)
 
 
-def well_formed(doc_id: Any, allowed: frozenset[str]) -> bool:
-    """An id from a webhook body or the queue: a non-empty string of the CMS's id characters."""
-    return isinstance(doc_id, str) and bool(doc_id) and set(doc_id) <= allowed
+def well_formed(doc_id: Any, allowed: frozenset[str], longest: int = 64) -> bool:
+    """An id made of the CMS's id characters only, 1 to `longest` of them."""
+    return isinstance(doc_id, str) and 0 < len(doc_id) <= longest and set(doc_id) <= allowed
 
 
 def fill(template: str, values: Mapping[str, Any]) -> str:

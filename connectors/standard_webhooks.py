@@ -31,24 +31,28 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac.digest()).decode()
 
 
-def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float, tolerance_s: int) -> str:
+def verify(secrets: list[str], headers: Mapping[str, str], body: bytes, now: float, tolerance_s: int) -> str:
     """Check id, timestamp and signature; return the delivery id. Raises Rejected(401).
-    `secret` may hold several secrets separated by spaces: during a rotation the new one and
-    the old one are both accepted."""
+    Any of `secrets` may have signed (during a rotation the new one and the old one)."""
     msg_id = headers.get("webhook-id", "")
     stamp = headers.get("webhook-timestamp", "")
     signatures = headers.get("webhook-signature", "")
     if not msg_id or not stamp or not signatures:
         raise Rejected(401, "missing webhook-id, webhook-timestamp or webhook-signature header")
-    try:
-        timestamp = int(stamp)
-    except ValueError:
-        raise Rejected(401, "webhook-timestamp is not an integer") from None
-    if abs(now - timestamp) > tolerance_s:
-        raise Rejected(401, "webhook-timestamp is outside the tolerance window")
-    for one in secret.split():
+    timestamp = seconds(stamp, now, tolerance_s, "webhook-timestamp")
+    for one in secrets:
         expected = sign(one, msg_id, timestamp, body).encode()
         for candidate in signatures.split():
             if hmac.compare_digest(candidate.encode(), expected):
                 return msg_id
     raise Rejected(401, "no valid signature")
+
+
+def seconds(stamp: str, now: float, tolerance_s: int, what: str, per_second: int = 1) -> int:
+    """A signed timestamp (in 1/per_second units) within the tolerance window, or Rejected(401).
+    At most 16 digits: a 400-digit one overflowed the float comparison (a 500)."""
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 16):
+        raise Rejected(401, f"{what} is not an integer")
+    if abs(now - int(stamp) / per_second) > tolerance_s:
+        raise Rejected(401, f"{what} is outside the tolerance window")
+    return int(stamp)

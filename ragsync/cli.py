@@ -21,7 +21,11 @@ import httpx
 from ragsync import config as config_mod
 from ragsync import logs
 from ragsync.config import Config
+from ragsync.datalock import DataLock
 from ragsync.errors import RagsyncError
+
+DAEMON_WAIT_S = 60                         # for a daemon that holds the data_dir to answer
+_HELD: list[DataLock] = []                 # the data_dir lock of a standalone command, until exit
 
 
 def main() -> None:
@@ -68,7 +72,7 @@ def serve(cfg: Config) -> None:
     """Run the daemon: webhooks, search, admin API and the workers."""
     from ragsync.daemon import serve as run
     logs.daemon_level()
-    if _daemon_url(cfg):
+    if _healthz(cfg.base_url) is not None:
         raise RagsyncError(f"something already answers on {cfg.base_url}; is ragsync running?")
     run(cfg)
 
@@ -287,14 +291,34 @@ def _key(text: str) -> tuple[str, str]:
 
 
 def _daemon_url(cfg: Config) -> str | None:
-    """The daemon's URL when one answers /healthz on the configured address."""
+    """The URL of the daemon that owns this data_dir, or None: then no daemon does, and this
+    command holds the data_dir's lock (until it exits) and opens the store itself, so a daemon
+    that starts meanwhile waits for it instead of failing. Embedded, the token goes only to the
+    daemon whose /healthz repeats the instance id it wrote into data_dir."""
+    if cfg.qdrant_url:                        # server mode: any number of processes share the store
+        return cfg.base_url if _healthz(cfg.base_url) is not None else None
+    lock = DataLock(cfg.data_dir)
+    if lock.try_acquire():
+        _HELD.append(lock)
+        return None
+    deadline = time.monotonic() + DAEMON_WAIT_S
+    while time.monotonic() < deadline:        # it may still be starting: loading the model, say
+        info = lock.announced() or {}
+        answer = _healthz(info["url"]) if info.get("url") else None
+        if answer is not None and answer.get("instance") == info.get("instance"):
+            return info["url"]
+        time.sleep(0.2)
+    raise RagsyncError(f"another ragsync process holds {cfg.data_dir} but no daemon of it answers "
+                       f"within {DAEMON_WAIT_S}s (a CLI command still working? try again)")
+
+
+def _healthz(url: str) -> dict[str, Any] | None:
     try:
-        resp = httpx.get(f"{cfg.base_url}/healthz", timeout=0.5)
-        if resp.status_code == 200 and resp.json().get("service") == "ragsync":
-            return cfg.base_url
-    except (httpx.HTTPError, ValueError):
-        pass
-    return None
+        resp = httpx.get(f"{url}/healthz", timeout=0.5)
+        body = resp.json()
+        return body if resp.status_code == 200 and body.get("service") == "ragsync" else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
 
 
 def _auth(cfg: Config) -> dict[str, str]:

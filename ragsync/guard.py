@@ -12,20 +12,15 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 
-from ragsync.errors import RagsyncError
+from ragsync.errors import Waiting
 
 log = logging.getLogger("ragsync.guard")
 
 FLOOR = 5                        # a small site may always lose this many pages per window
 
 
-class Held(RagsyncError):
-    """A deletion the guard holds back: the key stays pending and is retried after `retry_after`
-    seconds, without counting as a failed attempt (it never parks in the dead-letter queue)."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class Held(Waiting):
+    """A deletion the guard holds back until its window has room."""
 
 
 class DeletionGuard:

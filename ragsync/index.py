@@ -377,7 +377,8 @@ class Catalog:
     def next_name(self) -> str:
         raise NotImplementedError
 
-    def open(self, physical: str) -> Store:
+    def open(self, physical: str, dim: int | None = None) -> Store:
+        """The physical collection, created with `dim` (default: the catalog's) when new."""
         raise NotImplementedError
 
     def switch(self, physical: str) -> str:
@@ -404,8 +405,8 @@ class EdgeCatalog(Catalog):
         taken = [p.name.rpartition(".")[2] for p in self.root.glob(f"{self.collection}.*") if p.is_dir()]
         return f"{self.collection}.{max([1, *(int(t) for t in taken if t.isdigit())]) + 1}"
 
-    def open(self, physical: str) -> Store:
-        return EdgeStore(self.root / physical, self.dim)
+    def open(self, physical: str, dim: int | None = None) -> Store:
+        return EdgeStore(self.root / physical, dim or self.dim)
 
     def switch(self, physical: str) -> str:
         old = self.live()
@@ -447,8 +448,8 @@ class ClientCatalog(Catalog):
         gens = [c.name.removeprefix(f"{self.collection}_g") for c in self.client.get_collections().collections]
         return f"{self.collection}_g{max([1, *(int(g) for g in gens if g.isdigit())]) + 1}"
 
-    def open(self, physical: str) -> Store:
-        return ClientStore(self.client, physical, self.dim, close_client=False)
+    def open(self, physical: str, dim: int | None = None) -> Store:
+        return ClientStore(self.client, physical, dim or self.dim, close_client=False)
 
     def switch(self, physical: str) -> str:
         aliases = self._aliases()

@@ -37,11 +37,25 @@ class Metrics:
         self.freshness = Histogram("ragsync_freshness_seconds", "CMS modified time → searchable, per indexed change",
                                    ["source"], buckets=FRESHNESS_BUCKETS, registry=r)
 
+        self.embed_seconds = Histogram("ragsync_embed_seconds", "Time to embed one batch of texts",
+                                       ["provider"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+                                       registry=r)
+        self.embed_texts = Counter("ragsync_embed_texts_total", "Texts embedded (rate() gives texts/s)",
+                                   ["provider"], registry=r)
+        self.embed_errors = Counter("ragsync_embed_errors_total", "Failed embedding requests, by kind",
+                                    ["provider", "kind"], registry=r)
+
         self.changes: Tally[str] = Tally()           # passes that changed the index, per source
         self.caught_here: Tally[str] = Tally()       # of those, the ones reconcile queued
 
     def bind(self, engine: Engine) -> None:
         self.registry.register(_Scraped(engine, self))
+        engine.embedder.on_batch = self.embedded_batch
+        engine.embedder.on_error = lambda provider, kind: self.embed_errors.labels(provider, kind).inc()
+
+    def embedded_batch(self, provider: str, texts: int, seconds: float) -> None:
+        self.embed_seconds.labels(provider).observe(seconds)
+        self.embed_texts.labels(provider).inc(texts)
 
     def pass_done(self, source: str, doc_id: str, outcome: str) -> None:
         self.passes.labels(source, outcome).inc()

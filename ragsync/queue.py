@@ -19,15 +19,14 @@ from pathlib import Path
 
 from huey import RedisHuey, SqliteHuey
 
-from ragsync.errors import FetchError, StoreError
-from ragsync.guard import Held
+from ragsync.errors import FetchError, StoreError, Waiting
 from ragsync.pending import Key, Parked, Pending, RedisPending, Row, SqlitePending
 
 __all__ = ["Key", "Parked", "Row", "WorkQueue"]
 
 log = logging.getLogger("ragsync.queue")
 
-HELD_FOREVER = 2**31                              # a held deletion never runs out of attempts
+WAIT_FOREVER = 2**31                              # a waiting key never runs out of attempts
 
 
 class WorkQueue:
@@ -110,10 +109,12 @@ class WorkQueue:
         self.on_outcome(source, doc_id, str(outcome))
 
     def _failed(self, key: Key, exc: Exception) -> None:
-        if isinstance(exc, Held):                     # not a failure: the deletion waits for room
-            self.record.fail(key, str(exc), True, HELD_FOREVER)
-            self._task.schedule(key, delay=exc.retry_after)
-            self.on_outcome(*key, "held")
+        if isinstance(exc, Waiting):                  # not the page's fault: wait, never park
+            attempts, _ = self.record.fail(key, f"{type(exc).__name__}: {exc}", True, WAIT_FOREVER)
+            delay = exc.retry_after if exc.retry_after is not None else self.backoff(attempts)
+            log.info("%s/%s waits %.1fs: %s", *key, delay, exc)
+            self._task.schedule(key, delay=delay)
+            self.on_outcome(*key, "waiting")
             return
         transient = isinstance(exc, StoreError) or (isinstance(exc, FetchError) and exc.transient)
         error = f"{type(exc).__name__}: {exc}"

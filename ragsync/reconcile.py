@@ -55,8 +55,9 @@ def plan(engine, source: str, force: bool = False, store=None) -> SourceReport:
     report = SourceReport(source)
     try:
         listed = {entry.doc_id: entry.modified for entry in engine.connectors[source].list()}
-    except RagsyncError as exc:          # a failed listing is never read as "everything was deleted"
-        report.errors.append(f"listing failed, nothing changed: {exc}")
+    except Exception as exc:             # a failed listing is never read as "everything was deleted"
+        detail = str(exc) if isinstance(exc, RagsyncError) else f"malformed listing ({type(exc).__name__}: {exc})"
+        report.errors.append(f"listing failed, nothing changed: {detail}")
         report.duration_s = time.monotonic() - started
         return report
     report.listed = len(listed)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ragsync import config as config_mod
 from ragsync import reconcile
 from ragsync.chunk import Chunker
+from ragsync.embed import open_embedder
 from ragsync.errors import FetchError, RagsyncError, StoreError
 from ragsync.fingerprint import differences, fingerprint, short
 from ragsync.worker import Pipeline
@@ -57,19 +58,22 @@ def run(engine, source: str | None = None, drop_old: bool = False) -> Report:
     target = config_mod.load(engine.config.path)
     if set(target.sources) != set(engine.config.sources):
         raise RagsyncError("the config file's sources differ from the running ones: restart first, then reindex")
-    wanted = fingerprint(target)
+    embedder = (engine.embedder if target.embedding == engine.config.embedding
+                else open_embedder(target.embedding, target.data_dir))   # a new model: its vectors
+    embedder.load()
+    wanted = fingerprint(target, embedder)
     current = engine.store.fingerprint() or engine.fingerprint   # what built the live collection
     rebuilt = [engine.config.source(source).name] if source else list(target.sources)
     if source and wanted != current:
         raise RagsyncError(f"the settings changed ({differences(current, wanted)}): "
                            "every source must be rebuilt, so run reindex without --source")
     old_name, new_name = engine.catalog.live(), engine.catalog.next_name()
-    shadow = engine.catalog.open(new_name)
+    shadow = engine.catalog.open(new_name, embedder.dim)
     shadow.set_fingerprint(wanted)
-    pipeline = Pipeline(shadow, engine.embedder, Chunker(engine.embedder.tokenizer_file, target.max_tokens),
+    pipeline = Pipeline(shadow, embedder, Chunker(embedder.tokenizer_file, target.max_tokens),
                         engine.connectors, short(wanted))
     report = Report(old_name, new_name, differences(current, wanted))
-    embedded_before = engine.embedder.embedded
+    embedded_before = embedder.embedded
     engine.shadow = pipeline                                     # from now on passes write here too
     try:
         for kept in set(target.sources) - set(rebuilt):
@@ -86,6 +90,8 @@ def run(engine, source: str | None = None, drop_old: bool = False) -> Report:
     except BaseException:
         engine.shadow = None
         shadow.close()
+        if embedder is not engine.embedder:
+            embedder.close()
         engine.catalog.drop(new_name)                            # the live index was never touched
         raise
     engine.catalog.switch(new_name)                              # the atomic step
@@ -97,7 +103,7 @@ def run(engine, source: str | None = None, drop_old: bool = False) -> Report:
         engine.catalog.drop(old_name)
         report.dropped_old = True
     report.points = shadow.count_chunks()
-    report.embedded = engine.embedder.embedded - embedded_before
+    report.embedded = embedder.embedded - embedded_before
     report.duration_s = time.monotonic() - started
     return report
 

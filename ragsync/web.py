@@ -47,7 +47,12 @@ def create_app(engine: Engine) -> Flask:
 
     @app.errorhandler(RagsyncError)
     def ragsync_error(exc: RagsyncError):
-        return jsonify(error=str(exc)), 503
+        """The admin API (behind its token) gets the whole message; anyone else a short one,
+        with the details (Qdrant's own text, paths, URLs) in the log only."""
+        if request.blueprint == "admin":
+            return jsonify(error=str(exc)), 503
+        log.warning("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
+        return jsonify(error=_UNAVAILABLE.get(type(exc).__name__, "temporarily unavailable, retry later")), 503
 
     @app.errorhandler(Exception)
     def internal(exc: Exception):
@@ -55,6 +60,11 @@ def create_app(engine: Engine) -> Flask:
         return jsonify(error="internal error"), 500
 
     return app
+
+
+MAX_QUERY_CHARS = 1000                 # the model reads 256 word pieces; more is only cost
+_UNAVAILABLE = {"StoreError": "the index is unavailable, retry later",
+                "EmbedderUnavailable": "the embedding server is unavailable, retry later"}
 
 
 def _engine() -> Engine:
@@ -103,14 +113,15 @@ def receive(source: str):
     try:
         if not config.allows(request.remote_addr):
             raise Rejected(403, "address not allowed for this source")
-        if config.rate_limit_per_s and (wait := current_app.extensions["ragsync.limiter"].wait_s(
-                source, config.rate_limit_per_s, config.rate_limit_burst)):
-            raise Rejected(429, "rate limit exceeded", retry_after=math.ceil(wait))
         if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
             raise Rejected(415, "content type must be application/json")
         delivery = Delivery(method=request.method, target=_target(), headers=request.headers,
                             query=request.args, body=request.get_data(cache=False), received=time.time())
         delivery_id = connector.verify(delivery, engine.config.timestamp_tolerance_s)
+        # charged after the signature check: unsigned junk must not spend the CMS's own budget
+        if config.rate_limit_per_s and (wait := current_app.extensions["ragsync.limiter"].wait_s(
+                source, config.rate_limit_per_s, config.rate_limit_burst)):
+            raise Rejected(429, "rate limit exceeded", retry_after=math.ceil(wait))
         doc_ids = connector.parse(delivery)
     except Rejected as exc:
         engine.metrics.rejected.labels(source, str(exc.status)).inc()
@@ -138,9 +149,14 @@ def _target() -> str:
 
 @search.before_request
 def require_search_token():
-    token = _engine().config.search_token()
+    config = _engine().config
+    token = config.search_token()
     if token is not None and not hmac.compare_digest(_bearer().encode(), token.encode()):
         return jsonify(error="bad or missing search API key (Authorization: Bearer ...)"), 401
+    # its own budget per client: queries share the model with the passes
+    if config.search_rate_limit_per_s and (wait := current_app.extensions["ragsync.limiter"].wait_s(
+            f"search {request.remote_addr}", config.search_rate_limit_per_s, 2 * config.search_rate_limit_per_s)):
+        raise Rejected(429, "search rate limit exceeded", retry_after=math.ceil(wait))
     return None
 
 
@@ -149,6 +165,8 @@ def query():
     q = request.args.get("q", "").strip()
     if not q:
         return jsonify(error="missing query parameter 'q'"), 400
+    if len(q) > MAX_QUERY_CHARS:
+        return jsonify(error=f"'q' is longer than {MAX_QUERY_CHARS} characters"), 400
     try:
         limit = int(request.args.get("limit", "10"))
     except ValueError:
@@ -174,14 +192,14 @@ def query():
 
 @health.get("/healthz")
 def healthz():
-    return jsonify(status="ok", service="ragsync")
+    return jsonify(status="ok", service="ragsync", instance=_engine().instance)
 
 
 @health.get("/readyz")
 def readyz():
     engine = _engine()
-    if not engine.embedder.loaded:
-        return jsonify(status="not ready", error="the embedding model is still loading"), 503
+    if (problem := engine.embedder.ready()) is not None:
+        return jsonify(status="not ready", error=problem), 503
     try:
         engine.store.count_chunks()
         engine.queue.pending()

@@ -28,21 +28,22 @@ from werkzeug.serving import make_server  # noqa: E402
 
 from ragsync import config as config_mod  # noqa: E402
 from ragsync import reconcile  # noqa: E402
-from ragsync.embed import Embedder  # noqa: E402
+from ragsync.config import EmbeddingConfig  # noqa: E402
+from ragsync.embed import LocalEmbedder  # noqa: E402
 from ragsync.engine import Engine  # noqa: E402
 from ragsync.extract import extract  # noqa: E402
 from ragsync.web import create_app  # noqa: E402
-from tests.conftest import SECRET, SECRET_ENV, signed  # noqa: E402
+from tests.support import SECRET, SECRET_ENV, signed  # noqa: E402
 from tests.fakes import FakeWordPress  # noqa: E402
 
 
-class CachingEmbedder(Embedder):
+class CachingEmbedder(LocalEmbedder):
     """The real model, plus vectors the benchmark preloads only *after* the measured runs,
     so that replicating the corpus to 50k points costs no embedding. Misses are embedded
     (and counted) as usual."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, cache_dir: Path) -> None:
+        super().__init__(EmbeddingConfig(), cache_dir)       # the default backend
         self.cache: dict[str, list[float]] = {}
         self.seen: dict[str, list[float]] = {}      # every vector computed, for preloading later
 
@@ -82,18 +83,17 @@ def main() -> None:
     cfg_path = tmp / "ragsync.toml"
     cfg_path.write_text(f'data_dir = "var"\n[[sources]]\nname = "blog"\ntype = "wordpress"\n'
                         f'base_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
-    embedder = CachingEmbedder()
+    embedder = CachingEmbedder(tmp / "models")
     engine = Engine(config_mod.load(cfg_path), embedder=embedder)
     print(f"ragsync bench — {len(rows)} pages, store {type(engine.store).__name__}, data in {tmp}")
 
     # 1. baseline: the model alone on exactly the chunks ragsync makes
     texts = [c.embed_text for row in rows for c in engine.chunker.chunk(extract(row["html"]))]
-    model = embedder.model
-    model.encode(texts[:256], batch_size=embedder.batch_size)          # warm-up
+    embedder.encode(texts[:256])                                       # warm-up (and load)
     baseline = None
     if not args.no_baseline:
         t = time.perf_counter()
-        model.encode(texts, batch_size=embedder.batch_size, normalize_embeddings=True, show_progress_bar=False)
+        embedder.encode(texts)
         base_s = time.perf_counter() - t
         baseline = len(texts) / base_s
         print("model")
@@ -221,7 +221,7 @@ def bench_reconcile(n_pages: int, vectors: dict[str, list[float]], tmp: Path) ->
     cfg_path = tmp / "ragsync.toml"
     cfg_path.write_text(f'data_dir = "var"\n[[sources]]\nname = "blog"\ntype = "wordpress"\n'
                         f'base_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
-    embedder = CachingEmbedder()
+    embedder = CachingEmbedder(tmp / "models")
     embedder.cache.update(reuse)
     engine = Engine(config_mod.load(cfg_path), embedder=embedder)
     engine.queue.start(2)

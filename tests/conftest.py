@@ -3,36 +3,30 @@ ragsync daemon (Flask on cheroot over HTTP + huey consumer threads + embedded Qd
 
 from __future__ import annotations
 
-import base64
 import shutil
 import subprocess
 import json
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from connectors.standard_webhooks import sign
 from ragsync import config as config_mod
 from ragsync.daemon import http_server
-from ragsync.embed import Embedder
+from ragsync.config import EmbeddingConfig
+from ragsync.embed import Embedder, LocalEmbedder
 from ragsync.engine import Engine
 from ragsync.web import create_app
 from tests.fakes import FakeWordPress
-
-SECRET = "whsec_" + base64.b64encode(b"ragsync-test-secret-0123456789").decode()
-SECRET_ENV = "RAGSYNC_TEST_SECRET"
-ADMIN_TOKEN = "test-admin-token"
+from tests.support import ADMIN_TOKEN, SECRET, SECRET_ENV, signed, wait_for  # noqa: F401 (re-exported)
 
 
 @pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    emb = Embedder()
-    emb.model                                   # load once for the whole session
+def embedder(tmp_path_factory) -> Embedder:
+    emb = LocalEmbedder(EmbeddingConfig(), tmp_path_factory.mktemp("models"))
+    emb.load()                                  # load once for the whole session
     return emb
 
 
@@ -83,31 +77,14 @@ def wp_source(wp: FakeWordPress, name: str = "blog") -> str:
             f'webhook_secret_env = "{SECRET_ENV}"\n')
 
 
-def signed(body: dict | bytes, *, secret: str = SECRET, timestamp: int | None = None,
-           msg_id: str | None = None) -> tuple[bytes, dict[str, str]]:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
-    ts = int(time.time()) if timestamp is None else timestamp
-    headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts),
-               "webhook-signature": sign(secret, msg_id, ts, raw)}
-    return raw, headers
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    """Poll a condition (never a fixed sleep): fail with a clear message on timeout."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
 class Daemon:
     """A real ragsync in this process: Flask over HTTP, consumer threads, embedded Qdrant."""
 
-    def __init__(self, config_path: Path, embedder: Embedder, workers: int = 2, consume: bool = True) -> None:
+    def __init__(self, config_path: Path, embedder: Embedder | None, workers: int = 2, consume: bool = True) -> None:
+        """`embedder` None: the engine builds the one its config names."""
         self.config = config_mod.load(config_path)
         self.engine = Engine(self.config, embedder=embedder)
+        self.engine.embedder.load()
         self.server = http_server(create_app(self.engine), "127.0.0.1", 0, threads=8)
         self.url = f"http://127.0.0.1:{self.server.bind_addr[1]}"
         self.thread = threading.Thread(target=self.server.serve, daemon=True)
@@ -151,8 +128,8 @@ class Daemon:
 def daemon_factory(tmp_path: Path, embedder: Embedder) -> Iterator[Callable[..., Daemon]]:
     made: list[Daemon] = []
 
-    def make(sources: str, extra: str = "", **kwargs) -> Daemon:
-        d = Daemon(write_config(tmp_path, sources, extra), embedder, **kwargs)
+    def make(sources: str, extra: str = "", embedder_from_config: bool = False, **kwargs) -> Daemon:
+        d = Daemon(write_config(tmp_path, sources, extra), None if embedder_from_config else embedder, **kwargs)
         made.append(d)
         return d
     yield make

@@ -297,11 +297,12 @@ def test_wordpress_with_the_wp_webhooks_plugin_format(wp, daemon_factory, monkey
     assert daemon.engine.queue.pending_keys() == {("blog", str(i)) for i in range(1, 5)}
 
 
-def test_every_signed_scheme_accepts_both_secrets_during_a_rotation(monkeypatch, daemon_factory):
-    """The variable may hold the old and the new secret: Ghost signed with either passes."""
+def test_ghost_accepts_the_old_secret_from_the_previous_variable_during_a_rotation(monkeypatch, daemon_factory):
+    """`<variable>_PREVIOUS` holds the old secret while the CMS moves to the new one."""
     fake = FakeGhost()
     try:
-        monkeypatch.setenv("T_GHOST_SECRET", f"old-ghost-secret {GHOST_SECRET}")
+        monkeypatch.setenv("T_GHOST_SECRET", GHOST_SECRET)
+        monkeypatch.setenv("T_GHOST_SECRET_PREVIOUS", "old-ghost-secret")
         monkeypatch.setenv("T_GHOST_KEY", FakeGhost.key)
         daemon = daemon_factory(KITS["ghost"].toml(fake), consume=False)
         for i, secret in enumerate(("old-ghost-secret", GHOST_SECRET, "third-secret")):
@@ -397,3 +398,92 @@ def test_wordpress_deletes_only_on_its_own_verdict(wp, daemon_factory):
     daemon.wp_event(7, "post.unpublished")
     daemon.idle()
     assert daemon.doc_texts("blog", "7") == []
+
+
+def test_a_token_with_spaces_is_one_secret(monkeypatch, daemon_factory):
+    """A Strapi token `correct horse battery staple` is accepted whole, never word by word."""
+    fake = FakeStrapi()
+    try:
+        monkeypatch.setenv("T_STRAPI_TOKEN", "correct horse battery staple")
+        monkeypatch.setenv("T_STRAPI_API", FakeStrapi.token)
+        daemon = daemon_factory(KITS["strapi"].toml(fake), consume=False)
+        raw = json.dumps(KITS["strapi"].body("entry.publish", KITS["strapi"].ids(1))).encode()
+        for token, status in (("horse", 401), ("correct", 401), ("correct horse battery staple", 202)):
+            resp = daemon.http.post("/webhooks/strapi", content=raw, headers=strapi_headers(raw, token=token))
+            assert resp.status_code == status, (token, resp.text)
+    finally:
+        fake.close()
+
+
+def test_hostile_signed_bodies_and_timestamps_are_4xx_never_500(monkeypatch, daemon_factory):
+    """After a valid signature, type confusion and absurd ids are a 400 or an ignored event;
+    a 400-digit millisecond timestamp is a 401."""
+    monkeypatch.setenv("T_GHOST_SECRET", GHOST_SECRET)
+    monkeypatch.setenv("T_GHOST_KEY", FakeGhost.key)
+    monkeypatch.setenv("T_CF_SECRET", CONTENTFUL_SECRET)
+    monkeypatch.setenv("T_CF_TOKEN", FakeContentful.token)
+    monkeypatch.setenv("T_GENERIC_TOKEN", FakeGeneric.token)
+    fakes = [FakeGhost(), FakeContentful(), FakeGeneric()]
+    try:
+        daemon = daemon_factory("".join(KITS[k].toml(f) for k, f in zip(("ghost", "cf", "generic"), fakes)),
+                                consume=False)
+        ghost_id, cf_id = KITS["ghost"].ids(1), KITS["cf"].ids(1)
+        cases = [
+            (KITS["ghost"], "post.published", {"post": {"current": {"id": ghost_id}}, "event": ["post.published"]},
+             202),
+            (KITS["ghost"], "post.published", {"post": {"current": {"id": "²" * 24}}}, 400),
+            (KITS["cf"], "ContentManagement.Entry.publish", {"sys": {"id": cf_id, "contentType": "posts"}}, 202),
+            (KITS["cf"], "ContentManagement.Entry.publish", {"sys": {"id": ".."}}, 400),
+            (KITS["cf"], "ContentManagement.Entry.publish", {"sys": {"id": "."}}, 400),
+            (KITS["cf"], "ContentManagement.Entry.publish", {"sys": ["id"]}, 400),
+            (KITS["generic"], "document.published", {"type": "document.published", "id": ".."}, 400),
+            (KITS["generic"], "document.published", {"type": "document.published", "id": "a\x00b"}, 400),
+            (KITS["generic"], "document.published", {"type": ["document.published"], "id": "x"}, 202),
+        ]
+        for kit, event, body, status in cases:
+            resp = deliver(daemon, kit, event, "", body=json.dumps(body).encode())
+            assert resp.status_code == status, (kit.name, body, resp.text)
+        raw = json.dumps(_ghost_body("post.published", ghost_id)).encode()
+        resp = daemon.http.post("/webhooks/ghost?event=post.published", content=raw,
+                                headers=ghost_headers(raw, t_ms=int("9" * 400)))
+        assert resp.status_code == 401
+        raw = json.dumps(KITS["cf"].body("ContentManagement.Entry.publish", cf_id)).encode()
+        headers = contentful_headers(raw, t_ms=int("9" * 400))
+        assert daemon.http.post("/webhooks/cf", content=raw, headers=headers).status_code == 401
+    finally:
+        for fake in fakes:
+            fake.close()
+
+
+def test_files_ids_have_one_form(tmp_path, daemon_factory):
+    """`sub/../index`, `./index`, a NUL: never a second id for one file (reconcile could not remove it)."""
+    (tmp_path / "pages" / "sub").mkdir(parents=True)
+    (tmp_path / "pages" / "sub" / "index.html").write_text("<h1>Index</h1><p>Nested page.</p>")
+    daemon = daemon_factory(f'[[sources]]\nname = "docs"\ntype = "files"\npath = "pages"\n'
+                            f'webhook_secret_env = "{SECRET_ENV}"\n', consume=False)
+    connector = daemon.engine.connectors["docs"]
+    assert [x.doc_id for x in connector.list()] == ["sub/index"]
+    assert isinstance(connector.fetch("sub/index"), Page)
+    for bad in ("sub/../sub/index", "./sub/index", "sub//index", "sub/index\x00", "/etc/passwd", ".."):
+        assert isinstance(connector.fetch(bad), Gone), bad
+        assert daemon.webhook("docs", {"id": bad}).status_code == 400, bad
+
+
+def test_ghost_legacy_signature_replayed_with_a_fresh_t_is_a_duplicate(monkeypatch, daemon_factory):
+    """Legacy (body-only) signatures leave `t` unsigned, so the dedup key is the signature alone."""
+    monkeypatch.setenv("T_GHOST_SECRET", GHOST_SECRET)
+    monkeypatch.setenv("T_GHOST_KEY", FakeGhost.key)
+    fake = FakeGhost()
+    try:
+        daemon = daemon_factory(KITS["ghost"].toml(fake) + "legacy_signature = true\n", consume=False)
+        raw = json.dumps(_ghost_body("post.published", KITS["ghost"].ids(1))).encode()
+        sig = hmac.new(GHOST_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+        answers = []
+        for shift in (0, 1000, 2000):                 # the captured delivery, then replays with a new t
+            t = int(time.time() * 1000) + shift
+            answers.append(daemon.http.post("/webhooks/ghost?event=post.published", content=raw, headers={
+                "content-type": "application/json", "x-ghost-signature": f"sha256={sig}, t={t}"}).json())
+        assert answers[0]["accepted"] == [KITS["ghost"].ids(1)]
+        assert answers[1].get("duplicate") is True and answers[2].get("duplicate") is True
+    finally:
+        fake.close()

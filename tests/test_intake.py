@@ -188,3 +188,37 @@ def test_secret_rotation_accepts_the_new_and_the_old_secret(daemon, monkeypatch)
         assert _post(daemon, *signed({"type": "post.published", "id": 30}, secret=secret)).status_code == 202
     other = "whsec_" + "QUJDREVGR0hJSktMTU5PUA=="
     assert _post(daemon, *signed(BODY, secret=other)).status_code == 401
+
+
+def test_unsigned_junk_cannot_spend_a_sources_rate_limit(daemon_factory, wp):
+    daemon = daemon_factory(_source_with(wp, "rate_limit_per_s = 0.2\nrate_limit_burst = 2"), consume=False)
+    raw, headers = signed(BODY)
+    for _ in range(20):                                   # a flood of forged deliveries
+        assert _post(daemon, raw, {**headers, "webhook-signature": "v1,Zm9yZ2Vk"}).status_code == 401
+    assert [_post(daemon, *signed({"type": "post.published", "id": i})).status_code for i in (1, 2)] == [202, 202]
+
+
+@pytest.mark.parametrize("stamp", ["9" * 400, "-" + "9" * 40, "1e400", "١٧٠٠٠٠٠٠٠٠"])
+def test_an_absurd_timestamp_is_a_401_not_a_500(daemon, stamp):
+    raw, headers = signed(BODY)
+    resp = _post(daemon, raw, {**headers, "webhook-timestamp": stamp})
+    assert resp.status_code == 401 and set(resp.json()) == {"error"}
+
+
+@pytest.mark.parametrize("body", [
+    {"type": "post.published", "id": "²"},                # a digit to str.isdigit, not to WordPress
+    {"type": "post.published", "id": "1" * 40},
+    {"type": "post.published", "id": [5]},
+    {"type": "post.published", "id": {"n": 5}},
+])
+def test_a_signed_body_with_a_bad_id_is_a_400(daemon, body):
+    resp = _post(daemon, *signed(body))
+    assert resp.status_code == 400 and "id" in resp.json()["error"]
+    _assert_nothing_queued(daemon)
+
+
+@pytest.mark.parametrize("body", [{"type": ["post.published"], "id": 5}, {"type": {"a": 1}, "id": 5}])
+def test_a_signed_body_with_a_list_as_type_is_ignored_not_a_500(daemon, body):
+    resp = _post(daemon, *signed(body))
+    assert resp.status_code == 202 and resp.json()["ignored"] is True
+    _assert_nothing_queued(daemon)

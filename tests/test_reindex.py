@@ -96,6 +96,6 @@ def test_reindex_under_a_stream_of_edits_loses_nothing_and_search_never_goes_bla
             assert marker in " ".join(daemon.doc_texts("blog", str(post_id)))
     assert daemon.doc_texts("blog", "1") == [] and daemon.doc_texts("blog", "2") == []
     stamps = {p["metadata"]["fingerprint"] for _, p in daemon.engine.store.iter_chunks()}
-    assert stamps == {short(fingerprint(daemon.engine.config))}
+    assert stamps == {short(fingerprint(daemon.engine.config, daemon.engine.embedder))}
     print(f"\nreindex of {pages} pages under {len(edits)} edits and {searches} searches: {report['duration_s']:.1f}s, "
           f"{report['caught_up']} caught up")

@@ -40,6 +40,7 @@ def sign(secret: str, method: str, target: str, headers: dict[str, str], body: b
 
 
 class ContentfulConnector(Connector):
+    signs_standard_webhooks = False
     options = frozenset({"space_id", "environment", "delivery_token_env", "locale", "content_types",
                          "title_field", "body_fields", "url_template"})
 
@@ -68,19 +69,21 @@ class ContentfulConnector(Connector):
 
     def parse(self, delivery: Delivery) -> list[str]:
         payload = json_object(delivery.body)
-        if delivery.headers.get("x-contentful-topic") not in TOPICS:
+        if delivery.headers.get("x-contentful-topic", "") not in TOPICS:
             return []
         sys = payload.get("sys") if isinstance(payload.get("sys"), dict) else {}
         content_type = _link_id(sys.get("contentType"))
         if self.content_types and content_type and content_type not in self.content_types:
             return []
-        entry_id = sys.get("id")
-        if not well_formed(entry_id, ENTRY_ID_CHARS):
-            raise Rejected(400, "'sys.id' is missing or malformed")
-        return [entry_id]
+        return [self.checked_id(sys.get("id"), "sys.id")]
+
+    def valid_id(self, doc_id: str) -> bool:
+        """A Contentful entry id: 1–64 letters, digits, '-', '_' or '.', not starting with '.'
+        (so never "." or "..", which an HTTP client resolves to the environment itself)."""
+        return well_formed(doc_id, ENTRY_ID_CHARS) and not doc_id.startswith(".")
 
     def fetch(self, doc_id: str) -> Page | Gone:
-        if not well_formed(doc_id, ENTRY_ID_CHARS):
+        if not self.valid_id(doc_id):
             return Gone(doc_id, "not a Contentful entry id")
         resp = self._get(f"/entries/{doc_id}", {"locale": self.locale})
         if resp.status_code == 404 and _entry_not_found(error_document(resp), doc_id):

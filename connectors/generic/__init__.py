@@ -20,10 +20,9 @@ import httpx
 from connectors.base import (Connector, Delivery, Gone, Listed, Page, error_document, iso_utc, json_body,
                              json_object, no_verdict, refused)
 from connectors.richtext import fields_html
-from ragsync.errors import FetchError, Rejected
+from ragsync.errors import FetchError
 
 EVENTS = frozenset({"document.published", "document.updated", "document.unpublished", "document.deleted"})
-MAX_ID_CHARS = 256
 
 
 class GenericConnector(Connector):
@@ -31,14 +30,13 @@ class GenericConnector(Connector):
 
     def parse(self, delivery: Delivery) -> list[str]:
         payload = json_object(delivery.body)
-        if payload.get("type") not in EVENTS:
+        if not isinstance(payload.get("type"), str) or payload["type"] not in EVENTS:
             return []
-        doc_id = payload.get("id")
-        if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or not 0 < len(str(doc_id)) <= MAX_ID_CHARS:
-            raise Rejected(400, f"'id' must be a string or integer of 1 to {MAX_ID_CHARS} characters")
-        return [str(doc_id)]
+        return [self.checked_id(payload.get("id"), "id")]
 
     def fetch(self, doc_id: str) -> Page | Gone:
+        if not self.valid_id(doc_id):
+            return Gone(doc_id, "not a valid document id")
         resp = self._get(f"/documents/{quote(doc_id, safe='')}", None)
         if resp.status_code in (404, 410) and error_document(resp):
             return Gone(doc_id, f"HTTP {resp.status_code}")   # the CMS's own JSON answer, not a proxy page

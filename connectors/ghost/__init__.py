@@ -13,17 +13,19 @@ from collections.abc import Iterator
 import httpx
 
 from connectors.base import (Connector, Delivery, Gone, Listed, Page, check_age, error_document, hmac_sha256,
-                             iso_utc, json_body, json_object, no_verdict, refused, replay_id, same)
+                             iso_utc, json_body, json_object, no_verdict, refused, replay_id, same, well_formed)
 from ragsync.config import SourceConfig
 from ragsync.errors import ConfigError, Rejected
 
 KINDS = ("post", "page")
+HEX = frozenset("0123456789abcdef")
 EVENTS = frozenset(f"{kind}.{event}" for kind in KINDS for event in (
     "published", "published.edited", "unpublished", "deleted", "added", "edited", "scheduled",
     "unscheduled", "rescheduled"))
 
 
 class GhostConnector(Connector):
+    signs_standard_webhooks = False
     options = frozenset({"content_key_env", "legacy_signature"})
 
     def __init__(self, source: SourceConfig, http: httpx.Client) -> None:
@@ -38,18 +40,22 @@ class GhostConnector(Connector):
         if not given or not stamp:
             raise Rejected(401, "missing or malformed X-Ghost-Signature header")
         check_age(stamp, delivery.received, tolerance_s)
-        signed = [delivery.body + stamp.encode()]
-        if self.source.options.get("legacy_signature"):   # Ghost < 5.87.1 signed the body alone
-            signed.append(delivery.body)
-        candidates = [hmac_sha256(key.encode(), message).hex() for key in self.secrets() for message in signed]
-        if not any(same(given, expected) for expected in candidates):
-            raise Rejected(401, "no valid signature")
-        return replay_id(given, stamp)
+        keys = [key.encode() for key in self.secrets()]
+        if any(same(given, hmac_sha256(key, delivery.body + stamp.encode()).hex()) for key in keys):
+            return replay_id(given, stamp)
+        if self.source.options.get("legacy_signature") and any(   # Ghost < 5.87.1 signed the body alone
+                same(given, hmac_sha256(key, delivery.body).hex()) for key in keys):
+            return replay_id(given)       # t is unsigned here: a replay with a fresh t is the same delivery
+        raise Rejected(401, "no valid signature")
+
+    def valid_id(self, doc_id: str) -> bool:
+        """A Ghost object id: 24 hexadecimal characters."""
+        return well_formed(doc_id.lower(), HEX, 24) and len(doc_id) == 24
 
     def parse(self, delivery: Delivery) -> list[str]:
         payload = json_object(delivery.body)
         event = delivery.query.get("event") or payload.get("event")
-        if event is not None and event not in EVENTS:
+        if event is not None and (not isinstance(event, str) or event not in EVENTS):
             return []                                     # member.*, tag.*, site.changed …
         kind = next((k for k in KINDS if isinstance(payload.get(k), dict)), None)
         if kind is None:
@@ -57,12 +63,12 @@ class GhostConnector(Connector):
         states = payload[kind]
         for state in ("current", "previous"):             # deleted: current is {}, previous has the id
             doc_id = (states.get(state) or {}).get("id") if isinstance(states.get(state), dict) else None
-            if isinstance(doc_id, str) and doc_id.isalnum():
+            if isinstance(doc_id, str) and self.valid_id(doc_id):
                 return [doc_id]
         raise Rejected(400, f"'{kind}' carries no id")
 
     def fetch(self, doc_id: str) -> Page | Gone:
-        if not doc_id.isalnum():
+        if not self.valid_id(doc_id):
             return Gone(doc_id, "not a Ghost id")
         for kind in KINDS:                                # posts and pages share one id space
             resp = self._content(f"{kind}s/{doc_id}/", {"formats": "html"})

@@ -26,6 +26,7 @@ DOC_ID_CHARS = frozenset(string.ascii_letters + string.digits)
 
 
 class StrapiConnector(Connector):
+    signs_standard_webhooks = False
     options = frozenset({"collections", "api_token_env", "locale", "title_field", "body_fields",
                          "url_template", "token_header"})
 
@@ -49,12 +50,14 @@ class StrapiConnector(Connector):
         if not isinstance(event, str) or not event.startswith("entry."):
             return []                                     # media.*, releases.*, …
         doc_id = (payload.get("entry") or {}).get("documentId") if isinstance(payload.get("entry"), dict) else None
-        if not well_formed(doc_id, DOC_ID_CHARS):
-            raise Rejected(400, "'entry.documentId' is missing or malformed")
-        return [doc_id]
+        return [self.checked_id(doc_id, "entry.documentId")]
+
+    def valid_id(self, doc_id: str) -> bool:
+        """A Strapi 5 documentId: letters and digits, at most 64."""
+        return well_formed(doc_id, DOC_ID_CHARS)
 
     def fetch(self, doc_id: str) -> Page | Gone:
-        if not well_formed(doc_id, DOC_ID_CHARS):
+        if not self.valid_id(doc_id):
             return Gone(doc_id, "not a Strapi documentId")
         for collection in self.collections:               # documentIds are unique across types
             resp = self._api(f"/{collection}/{doc_id}", {"status": "published", "populate": "*"})

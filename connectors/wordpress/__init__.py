@@ -32,6 +32,10 @@ class WordPressConnector(Connector):
             raise ConfigError(f"source {source.name!r}: signature must be one of {', '.join(SIGNATURES)}")
 
     @property
+    def signs_standard_webhooks(self) -> bool:          # type: ignore[override]
+        return self.scheme == "standard-webhooks"
+
+    @property
     def rest_bases(self) -> list[str]:
         """REST bases to look in, in order; post and page ids share one id space."""
         return list(self.source.options.get("post_types", ["posts", "pages"]))
@@ -55,20 +59,22 @@ class WordPressConnector(Connector):
             if delivery.headers.get("x-wp-webhook-name") not in WP_WEBHOOKS_TRIGGERS:
                 return []
             post_id = payload.get("post_id")
-        elif payload.get("type") not in EVENTS:
+        elif not isinstance(payload.get("type"), str) or payload["type"] not in EVENTS:
             return []
         else:
             post_id = payload.get("id")
-        if isinstance(post_id, bool) or not isinstance(post_id, (int, str)) or not str(post_id).isdigit():
-            raise Rejected(400, "'id' must be a positive integer post id")
-        return [str(int(post_id))]
+        return [str(int(self.checked_id(post_id, "id")))]
+
+    def valid_id(self, doc_id: str) -> bool:
+        """A post id: ASCII digits ("²" is a digit to str.isdigit, not to WordPress)."""
+        return 0 < len(doc_id) <= 20 and doc_id.isascii() and doc_id.isdigit()
 
     def fetch(self, doc_id: str) -> Page | Gone:
         """Only WordPress's own JSON verdict deletes: `rest_forbidden` (draft, pending, private,
         trash), `rest_post_invalid_id` under every REST base (deleted, never existed) and
         `content.protected`. Anything else (a WAF's 403 page, `rest_not_logged_in` from a site
         that closed its REST API, a proxy's HTML 404) is an error to retry."""
-        if not doc_id.isdigit():
+        if not self.valid_id(doc_id):
             return Gone(doc_id, "not a WordPress post id")
         for base in self.rest_bases:
             resp = self._rest(f"/wp/v2/{base}/{doc_id}")

@@ -77,7 +77,7 @@ final class Ragsync_Plugin {
 
     /** At shutdown, so terms and meta saved after wp_insert_post() are visible to ragsync's fetch. */
     public static function send() {
-        $url = self::setting('webhook_url');
+        $url = esc_url_raw((string) self::setting('webhook_url'), array('http', 'https'));
         $secret = self::setting('webhook_secret');
         if (empty(self::$events) || !$url || strpos($secret, 'whsec_') !== 0) { return; }
         $key = base64_decode(substr($secret, 6), true);
@@ -87,7 +87,11 @@ final class Ragsync_Plugin {
             $id = 'msg_' . str_replace('-', '', wp_generate_uuid4());
             $timestamp = time();
             $signature = base64_encode(hash_hmac('sha256', $id . '.' . $timestamp . '.' . $body, $key, true));
-            $response = wp_remote_post($url, array(
+            // wp_safe_remote_post refuses private hosts and odd ports; ragsync's own host and
+            // port (often 127.0.0.1:8787) are allowed, nothing else
+            add_filter('http_request_host_is_external', array(__CLASS__, 'is_ragsync_host'), 10, 2);
+            add_filter('http_allowed_safe_ports', array(__CLASS__, 'ragsync_port'));
+            $response = wp_safe_remote_post($url, array(
                 'blocking' => (bool) self::setting('webhook_blocking', false),
                 'timeout'  => (float) self::setting('webhook_timeout', 2),
                 'headers'  => array(
@@ -98,6 +102,8 @@ final class Ragsync_Plugin {
                 ),
                 'body'     => $body,
             ));
+            remove_filter('http_request_host_is_external', array(__CLASS__, 'is_ragsync_host'), 10);
+            remove_filter('http_allowed_safe_ports', array(__CLASS__, 'ragsync_port'));
             if (is_wp_error($response)) {
                 error_log('ragsync: delivery failed: ' . $response->get_error_message());
             }
@@ -105,14 +111,30 @@ final class Ragsync_Plugin {
         self::$events = array();
     }
 
+    public static function is_ragsync_host($external, $host) {
+        $configured = wp_parse_url((string) self::setting('webhook_url'), PHP_URL_HOST);
+        return $external || ($configured && strcasecmp((string) $host, $configured) === 0);
+    }
+
+    public static function ragsync_port($ports) {
+        $port = wp_parse_url((string) self::setting('webhook_url'), PHP_URL_PORT);
+        return $port ? array_merge((array) $ports, array((int) $port)) : $ports;
+    }
+
     public static function admin_menu() {
         add_options_page('ragsync', 'ragsync', 'manage_options', 'ragsync', array(__CLASS__, 'settings_page'));
     }
 
     public static function register_settings() {
-        foreach (array('webhook_url', 'webhook_secret', 'post_types') as $name) {
-            register_setting('ragsync', 'ragsync_' . $name, array('type' => 'string', 'sanitize_callback' => 'sanitize_text_field'));
-        }
+        register_setting('ragsync', 'ragsync_webhook_url', array('type' => 'string', 'sanitize_callback' => 'esc_url_raw'));
+        register_setting('ragsync', 'ragsync_post_types', array('type' => 'string', 'sanitize_callback' => 'sanitize_text_field'));
+        register_setting('ragsync', 'ragsync_webhook_secret', array('type' => 'string', 'sanitize_callback' => array(__CLASS__, 'keep_secret')));
+    }
+
+    /** The form never shows the secret, so an empty field means "unchanged", never "erase". */
+    public static function keep_secret($value) {
+        $value = trim((string) $value);
+        return $value === '' ? (string) get_option('ragsync_webhook_secret', '') : $value;
     }
 
     public static function settings_page() {
