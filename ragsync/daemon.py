@@ -90,8 +90,7 @@ def http_server(app: Flask, host: str, port: int, threads: int) -> wsgi.Server:
     """A bound, ready-to-serve cheroot server (port 0 picks a free one: see .bind_addr)."""
     server = wsgi.Server((host, port), app, numthreads=threads, server_name="ragsync",
                          request_queue_size=128, shutdown_timeout=5, timeout=READ_TIMEOUT_S)
-    server.max_request_header_size = MAX_HEADER_BYTES     # cheroot's default is unlimited
-    server.max_request_body_size = app.config["MAX_CONTENT_LENGTH"] + 64 * 1024
+    server.max_request_header_size = MAX_HEADER_BYTES     # cheroot's default is unlimited; bodies: Flask's limit
     server.prepare()
     return server
 

@@ -11,6 +11,7 @@ before batching: a batch is padded to its longest text, and mixed lengths cost ~
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -300,6 +301,8 @@ def _error_text(resp: httpx.Response) -> str:
 
 
 def open_embedder(settings: EmbeddingConfig, data_dir: Path) -> Embedder:
+    """ONNX exports go to `<data_dir>/models`, or to RAGSYNC_MODEL_CACHE when several data_dirs
+    on one machine (or a test suite) should share them."""
     if settings.provider == "openai":
         return OpenAIEmbedder(settings)
-    return LocalEmbedder(settings, data_dir / "models")
+    return LocalEmbedder(settings, Path(os.environ.get("RAGSYNC_MODEL_CACHE") or data_dir / "models"))

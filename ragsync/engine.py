@@ -160,24 +160,30 @@ class Engine:
             self._follow_alias()
         with self.key_lock(source, doc_id):                        # a reindex works the same keys
             result = self.connectors[source].fetch(doc_id)          # one fetch, applied to both collections
-            if isinstance(result, Gone):
-                self._guard_deletion(source, doc_id)
-            else:
+            counted = isinstance(result, Gone) and self._guard_deletion(source, doc_id)
+            if not isinstance(result, Gone):
                 self.guard.release(source, doc_id)
-            outcome = self.pipeline.settle(source, doc_id, result)
-            if (shadow := self.shadow) is not None:
-                shadow.settle(source, doc_id, result)
+            try:
+                outcome = self.pipeline.settle(source, doc_id, result)
+                if (shadow := self.shadow) is not None:
+                    shadow.settle(source, doc_id, result)
+            finally:
+                if counted:
+                    self.guard.applied(source)
         self.metrics.pass_applied(source, outcome, time.time())
         log.info("pass %s: %s (embedded %d, reused %d, deleted %d)", outcome, doc_id, outcome.embedded,
                  outcome.reused, outcome.deleted,
                  extra={"source": source, "doc_id": doc_id, "outcome": outcome.action})
         return outcome
 
-    def _guard_deletion(self, source: str, doc_id: str) -> None:
-        """Tombstoning a live page counts against the source's deletion budget (raises Held)."""
+    def _guard_deletion(self, source: str, doc_id: str) -> bool:
+        """Tombstoning a live page counts against the source's deletion budget (raises Held);
+        True when it was counted (the guard is told once it is applied)."""
         current = self.store.page(source, doc_id)
-        if current is not None and current.state == "live":
-            self.guard.admit(source, doc_id, lambda: sum(p.state == "live" for p in self.store.iter_pages(source)))
+        if current is None or current.state != "live":
+            return False
+        self.guard.admit(source, doc_id, lambda: sum(p.state == "live" for p in self.store.iter_pages(source)))
+        return True
 
     def key_lock(self, source: str, doc_id: str) -> threading.Lock:
         return self.key_locks[hash((source, doc_id)) % len(self.key_locks)]

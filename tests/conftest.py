@@ -24,14 +24,28 @@ from tests.support import ADMIN_TOKEN, SECRET, SECRET_ENV, signed, wait_for  # n
 
 
 @pytest.fixture(scope="session")
-def embedder(tmp_path_factory) -> Embedder:
-    emb = LocalEmbedder(EmbeddingConfig(), tmp_path_factory.mktemp("models"))
+def model_cache(tmp_path_factory) -> Iterator[Path]:
+    """One ONNX export for the whole run, daemons in child processes included."""
+    import os
+    path = tmp_path_factory.mktemp("models")
+    saved = os.environ.get("RAGSYNC_MODEL_CACHE")
+    os.environ["RAGSYNC_MODEL_CACHE"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("RAGSYNC_MODEL_CACHE", None)
+    else:
+        os.environ["RAGSYNC_MODEL_CACHE"] = saved
+
+
+@pytest.fixture(scope="session")
+def embedder(model_cache: Path) -> Embedder:
+    emb = LocalEmbedder(EmbeddingConfig(), model_cache)
     emb.load()                                  # load once for the whole session
     return emb
 
 
 @pytest.fixture(autouse=True)
-def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+def _secrets(monkeypatch: pytest.MonkeyPatch, model_cache: Path) -> None:
     monkeypatch.setenv(SECRET_ENV, SECRET)
     monkeypatch.setenv("RAGSYNC_ADMIN_TOKEN", ADMIN_TOKEN)
 

@@ -28,9 +28,9 @@ SERVER_MODEL = "all-MiniLM-L6-v2"
 
 
 @pytest.fixture(scope="session")
-def backends(tmp_path_factory):
+def backends(model_cache):
     """One loaded embedder per backend for the session (ONNX exports are made once, here)."""
-    cache = tmp_path_factory.mktemp("models")
+    cache = model_cache
     made: dict[str, LocalEmbedder] = {}
 
     def get(backend: str) -> LocalEmbedder:

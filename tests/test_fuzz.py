@@ -23,8 +23,10 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(printable, inner, max_size=4),
                            max_leaves=12)
 events = st.fixed_dictionaries({
-    "type": st.sampled_from(["post.published", "post.updated", "post.deleted", "post.trashed", "nonsense", ""]),
-    "id": st.one_of(st.integers(-5, 12), st.sampled_from(["1", "2", "-1", "1e3", "", "../etc/passwd"]), json_values),
+    "type": st.one_of(st.sampled_from(["post.published", "post.updated", "post.deleted", "post.trashed", "nonsense",
+                                       ""]), json_values),             # after a valid signature: any JSON type
+    "id": st.one_of(st.integers(-5, 12), st.sampled_from(["1", "2", "-1", "1e3", "", "../etc/passwd", "²", "١٢",
+                                                          "1" * 400]), json_values),
     "post_type": st.sampled_from(["post", "page", "attachment"]),
 })
 bodies = st.one_of(
@@ -35,6 +37,9 @@ bodies = st.one_of(
                      b"[" * 50_000 + b"]" * 50_000, b'{"a":' * 20_000 + b"1" + b"}" * 20_000]),
     st.integers(1, 3).map(lambda k: b" " * (MAX_BODY + k)),
 )
+timestamps = st.one_of(st.sampled_from(["9" * 400, "-" + "9" * 40, "1e400", "+1700000000", "", "0x10",
+                                         "NaN", "inf", "1700000000.5"]),
+                       st.integers(-(10 ** 30), 10 ** 30).map(str), header_values)
 content_types = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain",
                                  "application/x-www-form-urlencoded", "application/vnd.ragsync+json",
                                  "application/json; charset=utf-16", "", "multipart/form-data; boundary=x"])
@@ -49,7 +54,8 @@ def requests(draw) -> tuple[str, str, dict[str, str], bytes]:
                 | printable.map(lambda p: "/webhooks/" + quote(p, safe=""))
                 | printable.map(lambda q: "/search?q=" + quote(q) + "&limit=" + quote(q[:3])))
     _, headers = signed(body)
-    how = draw(st.sampled_from(["signed", "signed", "mutated-body", "mutated-sig", "random", "none", "stale"]))
+    how = draw(st.sampled_from(["signed", "signed", "mutated-body", "mutated-sig", "random", "none", "stale",
+                                "odd-time", "signed-odd-time"]))
     if how == "mutated-body" and body:
         i = draw(st.integers(0, len(body) - 1))
         body = body[:i] + bytes([body[i] ^ 0x01]) + body[i + 1:]
@@ -61,6 +67,10 @@ def requests(draw) -> tuple[str, str, dict[str, str], bytes]:
         headers = {}
     elif how == "stale":
         _, headers = signed(body, timestamp=1_600_000_000)
+    elif how == "odd-time":
+        headers["webhook-timestamp"] = draw(timestamps)
+    elif how == "signed-odd-time":                          # correctly signed, absurd timestamps
+        _, headers = signed(body, timestamp=draw(st.sampled_from([10 ** 400, -5, 0, 2 ** 63, 10 ** 17])))
     headers["content-type"] = draw(content_types)
     if draw(st.booleans()):
         headers[draw(st.sampled_from(["x-forwarded-for", "webhook-id", "content-encoding", "transfer-encoding-x"]))] = \

@@ -213,3 +213,14 @@ def test_pathological_headings_and_titles_stay_linear():
     elapsed = time.perf_counter() - started
     assert blocks[0].text == "Body text." and title.endswith("Title")
     assert elapsed < 5, f"{elapsed:.1f}s: the quadratic regexes took minutes here"
+
+
+def test_an_example_token_or_a_malformed_whsec_secret_stops_the_daemon_at_start(tmp_path, monkeypatch):
+    cfg = files_config(tmp_path)
+    monkeypatch.setenv("RAGSYNC_ADMIN_TOKEN", "change-me-admin")         # copied from an example file
+    out = cli(cfg, "serve")
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "example value" in out.stderr
+    monkeypatch.setenv("RAGSYNC_ADMIN_TOKEN", "a-real-admin-token-0123456789")
+    monkeypatch.setenv(SECRET_ENV, "whsec_not*base64!")
+    out = cli(cfg, "serve")
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "not valid base64" in out.stderr, out.stderr

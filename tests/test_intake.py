@@ -24,9 +24,9 @@ def test_standard_webhooks_reference_vector():
     assert sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == expected
     headers = {"webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek", "webhook-timestamp": "1614265330",
                "webhook-signature": f"v1,bm90IHRoaXMgb25l {expected}"}      # several signatures: any may match
-    assert verify(secret, headers, body, now=1614265330 + 10, tolerance_s=300) == "msg_p5jXN8AQM9LWM0D4loKWxJek"
+    assert verify([secret], headers, body, now=1614265330 + 10, tolerance_s=300) == "msg_p5jXN8AQM9LWM0D4loKWxJek"
     with pytest.raises(Rejected):
-        verify(secret, headers, body + b" ", now=1614265330, tolerance_s=300)
+        verify([secret], headers, body + b" ", now=1614265330, tolerance_s=300)
 
 
 def _assert_nothing_queued(daemon):
@@ -198,7 +198,7 @@ def test_unsigned_junk_cannot_spend_a_sources_rate_limit(daemon_factory, wp):
     assert [_post(daemon, *signed({"type": "post.published", "id": i})).status_code for i in (1, 2)] == [202, 202]
 
 
-@pytest.mark.parametrize("stamp", ["9" * 400, "-" + "9" * 40, "1e400", "١٧٠٠٠٠٠٠٠٠"])
+@pytest.mark.parametrize("stamp", ["9" * 400, "-" + "9" * 40, "1e400", "17e8", "+1700000000"])
 def test_an_absurd_timestamp_is_a_401_not_a_500(daemon, stamp):
     raw, headers = signed(BODY)
     resp = _post(daemon, raw, {**headers, "webhook-timestamp": stamp})

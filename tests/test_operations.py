@@ -130,19 +130,21 @@ def test_metrics_move_with_traffic(daemon, wp):
     assert m["ragsync_oldest_pending_seconds"] == 0
 
 
-def test_readyz_is_false_until_the_model_is_loaded(tmp_path, wp):
+def test_readyz_is_false_until_the_model_is_loaded(tmp_path, wp, model_cache):
     from ragsync import config as config_mod
-    from ragsync.embed import Embedder
+    from ragsync.config import EmbeddingConfig
+    from ragsync.embed import LocalEmbedder
     from ragsync.engine import Engine
     from ragsync.web import create_app
 
-    engine = Engine(config_mod.load(write_config(tmp_path, wp_source(wp))), embedder=Embedder())
+    engine = Engine(config_mod.load(write_config(tmp_path, wp_source(wp))),
+                    embedder=LocalEmbedder(EmbeddingConfig(), model_cache))
     try:
         client = create_app(engine).test_client()
         assert client.get("/healthz").status_code == 200
         resp = client.get("/readyz")
         assert resp.status_code == 503 and "loading" in resp.json["error"]
-        engine.embedder.model
+        engine.embedder.load()
         assert client.get("/readyz").status_code == 200
     finally:
         engine.close()
