@@ -41,7 +41,7 @@ def backends(model_cache):
     return get
 
 
-@pytest.mark.parametrize("backend", ["torch-int8", "onnx", "onnx-int8"])
+@pytest.mark.parametrize("backend", ["torch", "torch-int8", "onnx", "onnx-int8"])
 def test_each_backend_runs_the_loop_and_embeds_only_what_changed(backend, backends, wp, tmp_path):
     from tests.conftest import Daemon, write_config
     embedder = backends(backend)
@@ -53,7 +53,7 @@ def test_each_backend_runs_the_loop_and_embeds_only_what_changed(backend, backen
         daemon.idle()
         hits = daemon.search("for which scope is a borrow valid")
         assert hits and hits[0]["doc_id"] == "1" and "Lifetimes name the scope" in hits[0]["text"]
-        assert daemon.engine.fingerprint["backend"] == backend
+        assert daemon.engine.fingerprint.get("backend", "torch") == backend
         before = embedder.embedded
         paragraphs[-1] = "Lifetime elision lets the compiler infer most annotations."
         wp.edit(1, html=page_html(paragraphs, "Lifetimes"))
@@ -180,6 +180,24 @@ def test_server_outage_mid_run_loses_nothing_and_parks_nothing(infinity, daemon_
         [("blog", str(i)) for i in range(1, 6)]
     assert daemon.search("written while the embedding server was down", limit=10)
     assert daemon.engine.queue.dead() == []
+
+
+def test_an_index_built_locally_is_refused_by_a_server_config_at_start(infinity, daemon_factory, wp, tmp_path):
+    """Provider or dimension differ from what built the index: one line naming them, and the
+    reindex hint; nothing written."""
+    daemon = daemon_factory(wp_source(wp))
+    wp.publish(1, "Slices", page_html(["A slice is a view into a contiguous sequence."]))
+    daemon.wp_event(1, "post.published")
+    daemon.idle()
+    daemon.close()
+    cfg = tmp_path / "ragsync.toml"
+    cfg.write_text(cfg.read_text().replace("[server]", server_section(infinity.url) + "\n[server]", 1)
+                   .replace("port = 8787", f"port = {free_port()}"))
+    proc = subprocess.run([sys.executable, "-m", "ragsync", "--config", str(cfg), "serve"], capture_output=True,
+                          text=True, timeout=120, env=os.environ.copy())
+    line = proc.stderr.strip()
+    assert proc.returncode == 1 and "\n" not in line, proc.stderr
+    assert "provider None → openai" in line and "ragsync reindex" in line
 
 
 @pytest.mark.parametrize("section, message", [
