@@ -210,9 +210,10 @@ def reconcile_cmd(cfg: Config, source: str | None, dry_run: bool, force: bool, a
             rep = reconcile.SourceReport(**r)
             click.echo(("(dry run) " if dry_run else "") + rep.summary())
             if dry_run:
-                for kind in ("added", "updated", "repaired", "tombstoned"):
+                for kind, verb in (("added", "add"), ("updated", "update"), ("repaired", "repair"),
+                                   ("tombstoned", "tombstone")):
                     for doc_id in r[kind]:
-                        click.echo(f"  would {kind[:-1] if kind.endswith('ed') else kind}: {r['source']}/{doc_id}")
+                        click.echo(f"  would {verb}: {r['source']}/{doc_id}")
     if any(r["errors"] for r in reports):
         sys.exit(1)
 
@@ -328,9 +329,8 @@ def _auth(cfg: Config) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
-def _http(cfg: Config, method: str, url: str, *, admin: bool = True, timeout: float | None = 30.0,
-          **kwargs: Any) -> Any:
-    resp = httpx.request(method, url, headers=_auth(cfg) if admin else None, timeout=timeout, **kwargs)
+def _http(cfg: Config, method: str, url: str, *, timeout: float | None = 30.0, **kwargs: Any) -> Any:
+    resp = httpx.request(method, url, headers=_auth(cfg), timeout=timeout, **kwargs)
     _check(resp)
     return resp.json()
 

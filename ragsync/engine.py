@@ -122,7 +122,7 @@ class Engine:
         return self._pipeline_for(self.store)
 
     def _pipeline_for(self, store: Store) -> Pipeline:
-        return Pipeline(store, self.embedder, self.chunker, self.connectors, short(self.fingerprint))
+        return Pipeline(store, self.embedder, self.chunker, short(self.fingerprint))
 
     def check_fingerprint(self) -> None:
         """Refuse to write into a collection built another way. One with points but no stamp was

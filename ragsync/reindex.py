@@ -70,8 +70,7 @@ def run(engine, source: str | None = None, drop_old: bool = False) -> Report:
     old_name, new_name = engine.catalog.live(), engine.catalog.next_name()
     shadow = engine.catalog.open(new_name, embedder.dim)
     shadow.set_fingerprint(wanted)
-    pipeline = Pipeline(shadow, embedder, Chunker(embedder.tokenizer_file, target.max_tokens),
-                        engine.connectors, short(wanted))
+    pipeline = Pipeline(shadow, embedder, Chunker(embedder.tokenizer_file, target.max_tokens), short(wanted))
     report = Report(old_name, new_name, differences(current, wanted))
     embedded_before = embedder.embedded
     engine.shadow = pipeline                                     # from now on passes write here too

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from connectors.base import Connector, Gone, Page
+from connectors.base import Gone, Page
 from ragsync.chunk import Chunk, Chunker, point_id
 from ragsync.embed import Embedder
 from ragsync.extract import extract
@@ -44,17 +44,11 @@ def utcnow() -> str:
 
 
 class Pipeline:
-    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, connectors: dict[str, Connector],
-                 fingerprint: str) -> None:
+    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, fingerprint: str) -> None:
         self.store = store
         self.embedder = embedder
         self.chunker = chunker
-        self.connectors = connectors
         self.fingerprint = fingerprint                           # stamped on every point written
-
-    def sync(self, source: str, doc_id: str) -> Outcome:
-        """Fetch the document's published state now and make the index match it."""
-        return self.settle(source, doc_id, self.connectors[source].fetch(doc_id))   # FetchError → the queue
 
     def settle(self, source: str, doc_id: str, result: Page | Gone) -> Outcome:
         if isinstance(result, Gone):

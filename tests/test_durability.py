@@ -56,22 +56,23 @@ def chunker(embedder: Embedder) -> Chunker:
 
 def test_kill_9_mid_pass_loses_no_acknowledged_webhook(tmp_path, wp, chunker):
     cfg = write_config(tmp_path, wp_source(wp), f"{NO_STARTUP_RECONCILE}\nworkers = 1", port=free_port())
-    acknowledged = 0
+    acknowledged: set[str] = set()                # post ids a 202 promised to index
     for round_ in range(5):
         daemon = ServeProcess(cfg, tmp_path / "serve.log")
         for k in range(2):                       # a large page, then a small one queued behind it
             post_id = round_ * 10 + k + 1
             size = 70 if k == 0 else 3
             wp.publish(post_id, f"Round {round_} page {k}", page_html([words(post_id * 100 + i, 90) for i in range(size)]))
-            assert daemon.webhook("blog", {"type": "post.published", "id": post_id}).status_code == 202
-            acknowledged += 1
+            if daemon.webhook("blog", {"type": "post.published", "id": post_id}).status_code == 202:
+                acknowledged.add(str(post_id))
         wait_for(lambda: running_rows(tmp_path) > 0, 60, "a pass to be running")
         daemon.kill()
     daemon = ServeProcess(cfg, tmp_path / "serve.log")
     daemon.idle()
     assert daemon.stop() == 0
-    assert acknowledged == 10
-    assert exported(cfg) == published(wp, chunker)
+    index = exported(cfg)
+    assert len(acknowledged) == 10 and acknowledged <= set(index)   # every 202 ended up searchable
+    assert index == published(wp, chunker)
 
 
 def test_cms_503_with_retry_after_then_recovery(daemon_factory, wp):

@@ -108,10 +108,10 @@ class Infinity:
                                 dirs_exist_ok=True)
         self.proc = subprocess.Popen(
             [str(INFINITY / "bin" / "infinity_emb"), "v2", "--model-id", str(model), "--served-model-name",
-             SERVER_MODEL, "--host", "127.0.0.1", "--port", str(self.port), "--engine", "torch", "--device", "cpu", "--batch-size", "16",
-             "--no-bettertransformer"],
-            stdout=open(self.log, "a"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1",
-                                                                       "INFINITY_ANONYMOUS_USAGE_STATS": "0"})
+             SERVER_MODEL, "--host", "127.0.0.1", "--port", str(self.port), "--engine", "torch", "--device", "cpu",
+             "--batch-size", "16", "--no-bettertransformer"],
+            stdout=open(self.log, "a"), stderr=subprocess.STDOUT, cwd=self.log.parent,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"})
         wait_for(self.up, 180, "infinity-emb to serve")
 
     def up(self) -> bool:
