@@ -12,13 +12,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -145,23 +147,39 @@ def onnx_file(model_dir: Path, cache_dir: Path, quantized: bool) -> Path:
     if target.exists():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    log.info("preparing %s for onnxruntime in %s (once: export%s)", model_dir, folder,
+             ", int8 quantization" if quantized else "")
+    with tempfile.TemporaryDirectory(dir=folder) as tmp, _quiet():
         work = Path(tmp)
         fp32 = folder / "model.onnx"
         if not fp32.exists():
-            log.info("exporting %s to ONNX in %s (once)", model_dir, folder)
             _export(model_dir, work / "raw.onnx")
             _optimize(work / "raw.onnx", work / "model.onnx")
             os.replace(work / "model.onnx", fp32)
         if quantized:
             from onnxruntime.quantization import QuantType, quantize_dynamic
-            log.info("quantizing %s to int8 (per channel)", fp32)
             from onnx import TensorProto                # fused ops (Attention, FastGelu) lack shape info
             quantize_dynamic(str(fp32), str(work / "int8.onnx"), per_channel=True, weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul", "Gemm", "Attention"],
                              extra_options={"DefaultTensorType": TensorProto.FLOAT})
             os.replace(work / "int8.onnx", target)
     return target
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter, fuser and quantizer narrate every node (INFO on the root logger, tracer
+    warnings, progress bars): one line of ours says what happens instead."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def _export(model_dir: Path, out: Path) -> None:
@@ -172,6 +190,9 @@ def _export(model_dir: Path, out: Path) -> None:
     except ImportError:
         raise ConfigError("[embedding] exporting to ONNX needs torch and transformers (installed with ragsync)") from None
 
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     model = AutoModel.from_pretrained(str(model_dir)).eval()
     with_types = getattr(model.config, "type_vocab_size", 0) > 0
 
