@@ -18,7 +18,8 @@ from werkzeug.exceptions import HTTPException
 
 from connectors.base import Delivery, iso_utc
 from ragsync.engine import Engine, SearchFilter
-from ragsync.errors import RagsyncError, Rejected
+from ragsync.embed import EmbedderUnavailable
+from ragsync.errors import RagsyncError, Rejected, StoreError
 
 log = logging.getLogger("ragsync.web")
 
@@ -52,7 +53,7 @@ def create_app(engine: Engine) -> Flask:
         if request.blueprint == "admin":
             return jsonify(error=str(exc)), 503
         log.warning("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
-        return jsonify(error=_UNAVAILABLE.get(type(exc).__name__, "temporarily unavailable, retry later")), 503
+        return jsonify(error=_unavailable(exc)), 503
 
     @app.errorhandler(Exception)
     def internal(exc: Exception):
@@ -63,8 +64,14 @@ def create_app(engine: Engine) -> Flask:
 
 
 MAX_QUERY_CHARS = 1000                 # the model reads 256 word pieces; more is only cost
-_UNAVAILABLE = {"StoreError": "the index is unavailable, retry later",
-                "EmbedderUnavailable": "the embedding server is unavailable, retry later"}
+
+
+def _unavailable(exc: RagsyncError) -> str:
+    if isinstance(exc, StoreError):
+        return "the index is unavailable, retry later"
+    if isinstance(exc, EmbedderUnavailable):
+        return "the embedding server is unavailable, retry later"
+    return "temporarily unavailable, retry later"
 
 
 def _engine() -> Engine:

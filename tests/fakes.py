@@ -360,9 +360,9 @@ class FakeGeneric(FakeDocs):
             doc = self.docs.get(doc_id)
             self.count(doc_id)
             if doc is None:
-                return jsonify(error="no such document"), 404
+                return jsonify(id=doc_id, error="no such document"), 404
             if not doc.published:
-                return jsonify(error="not published"), 410
+                return jsonify(id=doc_id, error="not published"), 410
             return jsonify(id=doc.id, title=doc.title, url=f"{self.url}/d/{doc.id}",
                            modified=stamp(doc.modified), **doc.fields)
 

@@ -330,15 +330,12 @@ EXTRA_NOT_A_VERDICT = {
                                        "details": {"type": "Environment", "id": "staging"}})},
     "ghost": {"404 without NotFoundError": (404, {"errors": [{"type": "InternalServerError"}]})},
     "strapi": {"404 without NotFoundError": (404, {"data": None, "error": {"status": 404, "name": "Forbidden"}})},
-    "generic": {},
+    "generic": {"gateway 404": (404, {"message": "Not Found"}), "json 404 for another id": (404, {"id": "other"})},
 }
 
 
 def hostile_answers(kit: Kit) -> dict[str, tuple[int, object]]:
-    answers = {**NOT_A_VERDICT, **EXTRA_NOT_A_VERDICT[kit.name]}
-    if kit.name == "generic":                        # our own contract: a 410 with a JSON body IS the verdict
-        del answers["json 410"]
-    return answers
+    return {**NOT_A_VERDICT, **EXTRA_NOT_A_VERDICT[kit.name]}
 
 
 def test_an_answer_that_is_not_the_cms_verdict_retries_and_deletes_nothing(kit, fake, daemon_factory):

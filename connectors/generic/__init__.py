@@ -3,8 +3,9 @@ endpoints; README "Connecting an in-house CMS" is the contract, small enough for
 
     POST <ragsync>/webhooks/<source>   {"type": "document.published", "id": "<doc id>"}
     GET  <base_url>/documents/<id>     200 {"id", "title", "url", "modified", "html" | "markdown"}
-                                       404 or 410 with a JSON object body: not published (deleted, draft, …);
-                                       an HTML or empty 404 is a proxy's, retried
+                                       404 or 410 {"id": <the id>, ...}: not published (deleted, draft, …);
+                                       a 404 that does not name the document (a proxy's, a
+                                       gateway's {"message": "Not Found"}) is retried
     GET  <base_url>/documents?limit=100[&cursor=<c>]
                                        200 {"documents": [{"id", "modified"}], "next_cursor": <c> | null}
 """
@@ -38,8 +39,8 @@ class GenericConnector(Connector):
         if not self.valid_id(doc_id):
             return Gone(doc_id, "not a valid document id")
         resp = self._get(f"/documents/{quote(doc_id, safe='')}", None)
-        if resp.status_code in (404, 410) and error_document(resp):
-            return Gone(doc_id, f"HTTP {resp.status_code}")   # the CMS's own JSON answer, not a proxy page
+        if resp.status_code in (404, 410) and error_document(resp).get("id") == doc_id:
+            return Gone(doc_id, f"HTTP {resp.status_code}")   # the CMS names the document: its own verdict
         if resp.status_code in (404, 410):
             raise no_verdict(self.source.name, f"document {doc_id!r}", resp)
         if resp.status_code != 200:
