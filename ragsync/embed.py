@@ -10,7 +10,6 @@ before batching: a batch is padded to its longest text, and mixed lengths cost ~
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import threading
@@ -27,8 +26,6 @@ import numpy as np
 
 from ragsync.config import EmbeddingConfig, env_secret
 from ragsync.errors import ConfigError, RagsyncError, Waiting
-
-log = logging.getLogger("ragsync.embed")
 
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SLICE_TEXTS = 32                                # texts encoded per lock hold

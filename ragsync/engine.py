@@ -160,8 +160,10 @@ class Engine:
             self._follow_alias()
         with self.key_lock(source, doc_id):                        # a reindex works the same keys
             result = self.connectors[source].fetch(doc_id)          # one fetch, applied to both collections
-            counted = isinstance(result, Gone) and self._guard_deletion(source, doc_id)
-            if not isinstance(result, Gone):
+            counted = False
+            if isinstance(result, Gone):
+                counted = self._guard_deletion(source, doc_id)
+            else:
                 self.guard.release(source, doc_id)
             try:
                 outcome = self.pipeline.settle(source, doc_id, result)
