@@ -11,14 +11,13 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import httpx
 
 from connectors import standard_webhooks
-from ragsync.config import SourceConfig, env_secret
 from ragsync.errors import FetchError, Rejected
+from ragsync.source import SourceConfig, env_secret
 
 
 @dataclass(frozen=True)
@@ -252,22 +251,6 @@ def json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise Rejected(400, "body must be a JSON object")
     return payload
-
-
-def iso_utc(value: str | float | datetime) -> str:
-    """Normalise a CMS time to 'YYYY-MM-DDTHH:MM:SSZ' so that times compare as strings."""
-    if isinstance(value, (int, float)):
-        moment = datetime.fromtimestamp(value, timezone.utc)
-    elif isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    else:
-        text = value.strip().replace(" ", "T")
-        if text.endswith("Z"):
-            text = text[:-1] + "+00:00"
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

@@ -8,55 +8,31 @@ from __future__ import annotations
 
 import os
 import tomllib
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
+from connectors import connector_class
 from ragsync.errors import ConfigError
+from ragsync.source import SourceConfig, env_secret, not_an_example
 
 _TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "reconcile", "embedding", "sources"}
-_SERVER_KEYS = {"host", "port", "admin_token_env", "search_token_env", "workers", "http_threads", "max_body_bytes",
-                "timestamp_tolerance_s", "reconcile_on_start", "search_rate_limit_per_s"}
-_QDRANT_KEYS = {"collection", "url", "api_key_env"}
-_QUEUE_KEYS = {"max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s"}
-_CHUNKING_KEYS = {"max_tokens"}
-_RECONCILE_KEYS = {"max_delete_share", "delete_window_s"}
-_EMBEDDING_KEYS = {"provider", "backend", "model", "url", "api_key_env", "batch_size", "timeout_s", "max_concurrency",
-                   "query_prefix", "document_prefix"}
 PROVIDERS = ("local", "openai")
 BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
 DEFAULT_BACKEND = "onnx-int8"           # measured: scripts/bench-embed, README "Embedding"
 _SOURCE_KEYS = {"name", "type", "base_url", "webhook_secret_env", "allow_ips", "rate_limit_per_s", "rate_limit_burst"}
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    name: str
-    type: str
-    base_url: str | None = None
-    webhook_secret_env: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)   # connector-specific keys
-    base_dir: Path = Path(".")                                # the config file's folder
-    allow_ips: tuple[IPv4Network | IPv6Network, ...] = ()    # empty: any address may deliver
-    rate_limit_per_s: float | None = None                     # deliveries per second, then 429
-    rate_limit_burst: int = 20
-
-    def allows(self, address: str | None) -> bool:
-        """Whether a delivery from this client address is allowed (no list: all are)."""
-        if not self.allow_ips:
-            return True
-        try:
-            ip = ip_address(address or "")
-        except ValueError:
-            return False
-        return any(ip in net for net in self.allow_ips)
-
-    def secret(self) -> str:
-        """The webhook secret, read from the environment variable the config names."""
-        if not self.webhook_secret_env:
-            raise ConfigError(f"source {self.name!r}: webhook_secret_env is not set in the config")
-        return env_secret(self.webhook_secret_env, f"source {self.name!r}")
+# Each table's keys → the Config field each sets; a field's type and default are the dataclass's.
+_TABLES = {
+    "server": {k: k for k in ("host", "port", "admin_token_env", "search_token_env", "workers", "http_threads",
+                              "max_body_bytes", "timestamp_tolerance_s", "reconcile_on_start",
+                              "search_rate_limit_per_s")},
+    "qdrant": {"collection": "collection", "url": "qdrant_url", "api_key_env": "qdrant_api_key_env"},
+    "queue": {k: k for k in ("max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s")},
+    "chunking": {"max_tokens": "max_tokens"},
+    "reconcile": {k: k for k in ("max_delete_share", "delete_window_s")},
+}
+_KINDS: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
 
 
 @dataclass(frozen=True)
@@ -111,7 +87,7 @@ class Config:
         """The admin bearer token, or None when its variable is unset (admin API closed)."""
         token = os.environ.get(self.admin_token_env) or None
         if token is not None:
-            _not_an_example(token, self.admin_token_env)
+            not_an_example(token, self.admin_token_env)
         return token
 
     def search_token(self) -> str | None:
@@ -123,20 +99,6 @@ class Config:
             return self.sources[name]
         except KeyError:
             raise ConfigError(f"unknown source {name!r} (configured: {', '.join(self.sources) or 'none'})") from None
-
-
-def env_secret(var: str, what: str) -> str:
-    value = os.environ.get(var)
-    if not value:
-        raise ConfigError(f"{what}: environment variable {var} is not set")
-    _not_an_example(value, var)
-    return value
-
-
-def _not_an_example(value: str, var: str) -> None:
-    """A placeholder copied from an example file works for anyone who read that file."""
-    if "change-me" in value.lower() or "change+me" in value.lower() or value.lower() in ("changeme", "secret"):
-        raise ConfigError(f"environment variable {var} holds an example value: set a secret of your own")
 
 
 def config_path(explicit: str | os.PathLike | None) -> Path:
@@ -159,16 +121,13 @@ def load(path: str | os.PathLike) -> Config:
 
 
 def parse(raw: dict[str, Any], path: Path) -> Config:
-    from connectors import connector_class   # the registry knows each type's own keys
-
     base = path.parent
     _check_keys(raw, _TOP_KEYS, "top level")
-    server = _table(raw, "server", _SERVER_KEYS)
-    qdrant = _table(raw, "qdrant", _QDRANT_KEYS)
-    queue = _table(raw, "queue", _QUEUE_KEYS)
-    chunking = _table(raw, "chunking", _CHUNKING_KEYS)
-    reconcile = _table(raw, "reconcile", _RECONCILE_KEYS)
-    embedding = _embedding(_table(raw, "embedding", _EMBEDDING_KEYS))
+    settings: dict[str, Any] = {}
+    for name, keys in _TABLES.items():
+        settings.update(_settings(Config, _table(raw, name, set(keys)), keys))
+    embedding_keys = {f.name: f.name for f in fields(EmbeddingConfig)}
+    embedding = _embedding(_table(raw, "embedding", set(embedding_keys)), embedding_keys)
     sources: dict[str, SourceConfig] = {}
     raw_sources = raw.get("sources", [])
     if not isinstance(raw_sources, list):
@@ -190,50 +149,33 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
             name=name, type=type_, base_url=_opt_str(src, "base_url", where),
             webhook_secret_env=_opt_str(src, "webhook_secret_env", where),
             options=options, base_dir=base, allow_ips=_networks(src.get("allow_ips", []), where),
-            rate_limit_per_s=_get(src, "rate_limit_per_s", (int, float), None),
-            rate_limit_burst=_get(src, "rate_limit_burst", int, 20),
-        )
+            **_settings(SourceConfig, src, {"rate_limit_per_s": "rate_limit_per_s",
+                                            "rate_limit_burst": "rate_limit_burst"}))
     data_dir = raw.get("data_dir", "var")
     if not isinstance(data_dir, str):
         raise ConfigError("data_dir must be a string")
-    return Config(
-        path=path,
-        data_dir=(base / data_dir).resolve(),
-        host=_get(server, "host", str, "127.0.0.1"),
-        port=_get(server, "port", int, 8787),
-        admin_token_env=_get(server, "admin_token_env", str, "RAGSYNC_ADMIN_TOKEN"),
-        search_token_env=_get(server, "search_token_env", str, None),
-        workers=_get(server, "workers", int, 2),
-        http_threads=_get(server, "http_threads", int, 16),
-        max_body_bytes=_get(server, "max_body_bytes", int, 1024 * 1024),
-        timestamp_tolerance_s=_get(server, "timestamp_tolerance_s", int, 300),
-        reconcile_on_start=_get(server, "reconcile_on_start", bool, True),
-        search_rate_limit_per_s=float(_get(server, "search_rate_limit_per_s", (int, float), 20.0)),
-        collection=_get(qdrant, "collection", str, "ragsync"),
-        qdrant_url=_get(qdrant, "url", str, None),
-        qdrant_api_key_env=_get(qdrant, "api_key_env", str, None),
-        max_attempts=_get(queue, "max_attempts", int, 6),
-        backoff_base_s=_get(queue, "backoff_base_s", (int, float), 1.0),
-        backoff_max_s=_get(queue, "backoff_max_s", (int, float), 300.0),
-        redis_url=_get(queue, "redis_url", str, None),
-        lease_s=_get(queue, "lease_s", (int, float), 60.0),
-        max_tokens=_get(chunking, "max_tokens", int, 200),
-        max_delete_share=_get(reconcile, "max_delete_share", (int, float), 0.2),
-        delete_window_s=_get(reconcile, "delete_window_s", (int, float), 3600.0),
-        embedding=embedding,
-        sources=sources,
-    )
+    return Config(path=path, data_dir=(base / data_dir).resolve(), embedding=embedding, sources=sources, **settings)
 
 
-def _embedding(table: dict[str, Any]) -> EmbeddingConfig:
-    default = EmbeddingConfig()
-    provider = _get(table, "provider", str, default.provider)
-    if provider not in PROVIDERS:
-        raise ConfigError(f"[embedding] provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
-    backend = _get(table, "backend", str, default.backend)
-    if backend not in BACKENDS:
-        raise ConfigError(f"[embedding] backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if provider == "openai":
+def _settings(cls: type, table: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+    """The fields a table sets, each checked against its field's type; the rest keep the
+    dataclass's defaults, which are therefore written in one place."""
+    types = {f.name: str(f.type).removesuffix(" | None") for f in fields(cls)}
+    out = {}
+    for key, name in keys.items():
+        if key in table:
+            value = _get(table, key, _KINDS[types[name]], None)
+            out[name] = float(value) if types[name] == "float" and value is not None else value
+    return out
+
+
+def _embedding(table: dict[str, Any], keys: dict[str, str]) -> EmbeddingConfig:
+    settings = EmbeddingConfig(**_settings(EmbeddingConfig, table, keys))
+    if settings.provider not in PROVIDERS:
+        raise ConfigError(f"[embedding] provider must be one of {', '.join(PROVIDERS)}, got {settings.provider!r}")
+    if settings.backend not in BACKENDS:
+        raise ConfigError(f"[embedding] backend must be one of {', '.join(BACKENDS)}, got {settings.backend!r}")
+    if settings.provider == "openai":
         if "backend" in table:
             raise ConfigError('[embedding] backend applies to provider "local" only')
         for key in ("url", "model"):
@@ -241,12 +183,6 @@ def _embedding(table: dict[str, Any]) -> EmbeddingConfig:
                 raise ConfigError(f'[embedding] provider "openai" needs {key}')
         if not str(table["url"]).startswith(("http://", "https://")):
             raise ConfigError(f"[embedding] url must start with http:// or https://, got {table['url']!r}")
-    settings = EmbeddingConfig(
-        provider=provider, backend=backend, model=_get(table, "model", str, None), url=_get(table, "url", str, None),
-        api_key_env=_get(table, "api_key_env", str, None), batch_size=_get(table, "batch_size", int, None),
-        timeout_s=float(_get(table, "timeout_s", (int, float), default.timeout_s)),
-        max_concurrency=_get(table, "max_concurrency", int, default.max_concurrency),
-        query_prefix=_get(table, "query_prefix", str, ""), document_prefix=_get(table, "document_prefix", str, ""))
     for key in ("batch_size", "max_concurrency", "timeout_s"):
         value = getattr(settings, key)
         if value is not None and value <= 0:

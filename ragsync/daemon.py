@@ -1,9 +1,15 @@
-"""`ragsync serve`: in embedded mode the web app and the workers share one process,
-because only one process may open the embedded store. HTTP is served by cheroot (CherryPy's
-production WSGI server): a thread pool of its own, so an ack never waits on a pass."""
+"""The daemon, as one object the way huey's Consumer is one: `start()` brings up its parts
+in threads, `stop()` takes them down (passes in flight finish first), `run()` does both
+around a wait for SIGTERM/SIGINT. `ragsync serve`, the tests and the benchmark all start
+ragsync through it, so they all check secrets and the fingerprint and recover pending work.
+
+In embedded mode the web app and the workers share one process (Role.SERVE), because only
+one process may open the embedded store. HTTP is served by cheroot (CherryPy's production
+WSGI server): a thread pool of its own, so an ack never waits on a pass."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import signal
 import threading
@@ -14,8 +20,10 @@ from flask import Flask
 from ragsync import reconcile
 from ragsync.config import Config
 from ragsync.datalock import DataLock
-from ragsync.errors import ConfigError, RagsyncError
+from ragsync.embed import Embedder
 from ragsync.engine import Engine
+from ragsync.errors import ConfigError, RagsyncError
+from ragsync.operations import healthz
 from ragsync.web import create_app
 
 log = logging.getLogger("ragsync.daemon")
@@ -25,65 +33,107 @@ STORE_WAIT_S = 120                    # how long a starting daemon waits for a C
 READ_TIMEOUT_S = 5                    # a client that stalls this long mid-request is dropped
 
 
-def serve(config: Config, role: str = "all") -> None:
-    """role "all": web and workers in one process (embedded mode). "web" / "worker": one side
-    each, for server mode, where they share Redis (and a Qdrant server) across processes."""
-    if role != "all" and not config.redis_url:
-        raise ConfigError(f"ragsync {role} needs [queue] redis_url (processes share the queue through Redis); "
-                          "on one machine run `ragsync serve`")
-    config.search_token()                        # named but unset, or an example value: fail now
-    config.admin_token()
-    lock = DataLock(config.data_dir) if role != "web" and not config.qdrant_url else None
-    if lock:                                     # the embedded store admits one process: wait for it
-        lock.acquire(STORE_WAIT_S)
-    try:
-        _serve(config, role, lock)
-    finally:
-        if lock:
-            lock.release()
+class Role(enum.Enum):
+    SERVE = "serve"       # web and workers in one process (embedded mode, or one box)
+    WEB = "web"           # server mode: webhooks, search, admin; shares Redis and a Qdrant server
+    WORKER = "worker"     # server mode: passes from the shared Redis queue
+
+    @property
+    def http(self) -> bool:
+        return self is not Role.WORKER
+
+    @property
+    def works(self) -> bool:
+        return self is not Role.WEB
 
 
-def _serve(config: Config, role: str, lock: DataLock | None) -> None:
-    engine = Engine(config, lazy_store=role == "web")
-    for name, source in config.sources.items():   # fail at start, not at the first webhook
-        if source.webhook_secret_env:
-            try:
-                engine.connectors[name].check_secrets()
-            except RagsyncError as exc:
-                engine.close()
-                raise ConfigError(f"source {name!r}: {exc}") from None
-    if role != "web":
+class Daemon:
+    def __init__(self, config: Config, role: Role = Role.SERVE, *, embedder: Embedder | None = None,
+                 port: int | None = None, workers: int | None = None, http_threads: int | None = None) -> None:
+        """`embedder`: one already loaded (tests share one); `port` 0 picks a free one (see
+        `url`); `workers` 0 runs no passes (they wait in the queue)."""
+        if role is not Role.SERVE and not config.redis_url:
+            raise ConfigError(f"ragsync {role.value} needs [queue] redis_url (processes share the queue through "
+                              "Redis); on one machine run `ragsync serve`")
+        self.config, self.role, self.embedder = config, role, embedder
+        self.port = config.port if port is None else port
+        self.workers = config.workers if workers is None else workers
+        self.http_threads = http_threads or config.http_threads
+        self.engine: Engine | None = None
+        self.server: wsgi.Server | None = None
+        self.url: str | None = None
+        self._lock: DataLock | None = None
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        """Checks first (secrets, tokens, the index's fingerprint), then the model, recovery of
+        pending keys, the workers, HTTP and the startup reconcile. Fails with one line."""
+        config = self.config
+        config.search_token()                        # named but unset, or an example value: fail now
+        config.admin_token()
+        if self.role.http and self.port and healthz(config.base_url) is not None:
+            raise RagsyncError(f"something already answers on {config.base_url}; is ragsync running?")
+        if self.role.works and not config.qdrant_url:     # the embedded store admits one process: wait for it
+            self._lock = DataLock(config.data_dir)
+            self._lock.acquire(STORE_WAIT_S)
         try:
-            engine.check_fingerprint()               # never write into an index built another way
-        except Exception:
-            engine.close()
+            self.engine = engine = Engine(config, embedder=self.embedder, lazy_store=not self.role.works)
+            self._check(engine)
+            if self.role.http:
+                self.server = http_server(create_app(engine), config.host, self.port, self.http_threads)
+                self.url = f"http://{config.host}:{self.server.bind_addr[1]}"
+            engine.embedder.load()                   # load (or reach) it before taking traffic: /readyz is honest
+            if self.role.works:
+                engine.queue.recover()
+                if self.workers:
+                    engine.queue.start(self.workers)
+                if config.reconcile_on_start:
+                    threading.Thread(target=_startup_reconcile, args=(engine,), daemon=True, name="reconcile").start()
+            if self.server is not None:
+                if self._lock:
+                    engine.instance = self._lock.announce(self.url)
+                threading.Thread(target=self.server.serve, daemon=True, name="http").start()
+                log.info("ragsync %s listening on %s (data in %s)", self.role.value, self.url, config.data_dir)
+            else:
+                log.info("ragsync worker running %d worker thread(s) on %s", self.workers, config.redis_url)
+        except BaseException:
+            self.stop()
             raise
-    stopped = threading.Event()
-    server = http_server(create_app(engine), config.host, config.port, config.http_threads) if role != "worker" else None
-    stop = server.stop if server else stopped.set
-    try:
-        engine.embedder.load()                   # load (or reach) it before taking traffic: /readyz is honest
-        if role != "web":
-            engine.queue.recover()
-            engine.queue.start(config.workers)
-        for sig in (signal.SIGTERM, signal.SIGINT):   # stop() blocks: call it off the main thread
-            signal.signal(sig, lambda *_: threading.Thread(target=stop).start())
-        if config.reconcile_on_start and role != "web":
-            threading.Thread(target=_startup_reconcile, args=(engine,), daemon=True, name="reconcile").start()
-        if server:
-            if lock:
-                engine.instance = lock.announce(config.base_url)
-            log.info("ragsync %s listening on http://%s:%s (data in %s)", role, config.host, config.port,
-                     config.data_dir)
-            server.serve()
-        else:
-            log.info("ragsync worker running %d worker thread(s) on %s", config.workers, config.redis_url)
-            stopped.wait()
-    finally:
-        log.info("stopping: finishing passes in flight")
-        if server:
-            server.stop()
-        engine.close()
+
+    def stop(self) -> None:
+        """Stop taking requests, finish the passes in flight, close the store, release the data_dir."""
+        self._stopped.set()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def run(self) -> None:
+        """start(), then serve until SIGTERM or SIGINT, then stop()."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stopped.set())
+        self.start()
+        try:
+            self._stopped.wait()
+        finally:
+            log.info("stopping: finishing passes in flight")
+            self.stop()
+
+    def _check(self, engine: Engine) -> None:
+        for name, source in self.config.sources.items():   # fail at start, not at the first webhook
+            if source.webhook_secret_env:
+                try:
+                    engine.connectors[name].check_secrets()
+                except RagsyncError as exc:
+                    message = str(exc)
+                    raise ConfigError(message if message.startswith("source ") else f"source {name!r}: {message}") from None
+        if self.role.works:
+            engine.check_fingerprint()               # never write into an index built another way
 
 
 def http_server(app: Flask, host: str, port: int, threads: int) -> wsgi.Server:

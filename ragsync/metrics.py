@@ -5,15 +5,16 @@ queue, the dead-letter queue, Qdrant, reconcile records) is read from it at scra
 from __future__ import annotations
 
 from collections import Counter as Tally
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ragsync.times import epoch
+
 if TYPE_CHECKING:
     from ragsync.engine import Engine
-    from ragsync.worker import Outcome
+    from ragsync.pipeline import Outcome
 
 disable_created_metrics()              # no `_created` twin for every counter: scrapes stay short
 CHANGED = ("indexed", "updated", "tombstoned")
@@ -57,7 +58,7 @@ class Metrics:
         self.embed_seconds.labels(provider).observe(seconds)
         self.embed_texts.labels(provider).inc(texts)
 
-    def pass_done(self, source: str, doc_id: str, outcome: str) -> None:
+    def pass_done(self, source: str, outcome: str) -> None:
         self.passes.labels(source, outcome).inc()
         if outcome in CHANGED:
             self.changes[source] += 1
@@ -70,8 +71,7 @@ class Metrics:
         self.chunks_embedded.labels(source).inc(outcome.embedded)
         self.chunks_reused.labels(source).inc(outcome.reused)
         if outcome.modified:
-            moment = datetime.fromisoformat(outcome.modified.replace("Z", "+00:00")).timestamp()
-            self.freshness.labels(source).observe(max(0.0, now - moment))
+            self.freshness.labels(source).observe(max(0.0, now - epoch(outcome.modified)))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -84,34 +84,32 @@ class _Scraped:
         self.engine, self.metrics = engine, metrics
 
     def collect(self):
-        engine = self.engine
-        rows = engine.queue.pending()
-        yield _gauge("ragsync_pending_keys", "Keys waiting for or in a pass", len(rows))
-        yield _gauge("ragsync_queue_depth", "Tasks in the huey queue (coalesced keys share one)",
-                     engine.queue.depth())
-        yield _gauge("ragsync_oldest_pending_seconds", "Age of the oldest pending key",
-                     engine.queue.oldest_pending_age(rows))
-        yield _gauge("ragsync_dead_letter_keys", "Keys parked in the dead-letter queue", len(engine.queue.dead()))
-        yield _gauge("ragsync_points", "Chunk points in the collection", engine.store.count_chunks())
+        snap = self.engine.snapshot()
+        yield _gauge("ragsync_pending_keys", "Keys waiting for or in a pass", snap.pending)
+        yield _gauge("ragsync_queue_depth", "Tasks in the huey queue (coalesced keys share one)", snap.queue_depth)
+        yield _gauge("ragsync_oldest_pending_seconds", "Age of the oldest pending key", snap.oldest_pending_s)
+        yield _gauge("ragsync_dead_letter_keys", "Keys parked in the dead-letter queue", snap.dead)
+        yield _gauge("ragsync_points", "Chunk points in the collection", snap.points)
         writes = CounterMetricFamily("ragsync_qdrant_writes", "Write calls made to Qdrant since start")
-        writes.add_metric([], engine.store.writes)
+        writes.add_metric([], snap.writes)
         yield writes
-        last = GaugeMetricFamily("ragsync_reconcile_last", "The last reconcile run's figures", labels=["source", "result"])
-        for source, figures in engine.queue.record.reconciles().items():
-            for result, value in figures.items():
-                last.add_metric([source, result], float(value))
-        yield last
+        pages = GaugeMetricFamily("ragsync_pages", "Page records by state (live: searchable; gone: tombstoned)",
+                                  labels=["source", "state"])
         held = GaugeMetricFamily("ragsync_deletions_held", "Deletions the webhook-path mass-deletion guard "
                                  "holds back (pending until its window has room)", labels=["source"])
-        for source in engine.config.sources:
-            held.add_metric([source], len(engine.guard.held[source]))
-        yield held
         rate = GaugeMetricFamily("ragsync_catch_rate", "Share of the changes applied since start that reconcile "
                                  "found first (0: the webhooks caught everything)", labels=["source"])
-        for source in engine.config.sources:
+        for source, state in snap.sources.items():
+            pages.add_metric([source, "live"], state.pages_live)
+            pages.add_metric([source, "gone"], state.pages_gone)
+            held.add_metric([source], state.deletions_held)
             changed, caught = self.metrics.changes[source], self.metrics.caught_here[source]
             rate.add_metric([source], min(1.0, caught / changed) if changed else 0.0)
-        yield rate
+        last = GaugeMetricFamily("ragsync_reconcile_last", "The last reconcile run's figures", labels=["source", "result"])
+        for source, figures in snap.reconcile.items():
+            for result, value in figures.items():
+                last.add_metric([source, result], float(value))
+        yield from (pages, held, rate, last)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

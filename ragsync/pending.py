@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 Key = tuple[str, str]          # (source, doc_id)
 
@@ -50,7 +51,7 @@ class Row:
 class Pending:
     """The contract; see the module docstring for the state machine."""
 
-    def add(self, key: Key, origin: str) -> bool:
+    def add(self, key: Key) -> bool:
         """Record the key; True when the caller must queue a task for it."""
         raise NotImplementedError
 
@@ -103,31 +104,29 @@ class Pending:
         """Group calls into one commit where the backend has commits (SQLite: one fsync)."""
         return nullcontext()
 
-    def accept(self, source: str, delivery_id: str | None, doc_ids: list[str], origin: str,
-               ttl_s: float) -> list[str] | None:
+    def accept(self, source: str, delivery_id: str | None, doc_ids: list[str], ttl_s: float) -> list[str] | None:
         """A webhook's whole intake at once: None when the delivery id was seen (a replay),
         else record its keys and its id, and return the doc ids that need a task queued."""
         with self.batch():
             if delivery_id and self.seen_delivery(source, delivery_id, ttl_s):
                 return None
-            new = [doc_id for doc_id in doc_ids if self.add((source, doc_id), origin)]
+            new = [doc_id for doc_id in doc_ids if self.add((source, doc_id))]
             if delivery_id:
                 self.remember_delivery(source, delivery_id, ttl_s)
             return new
 
-    def record_reconcile(self, source: str, counts: dict[str, float]) -> None:
-        """Keep a reconcile run's figures: what reconcile found is what the webhooks missed."""
+    def note(self, kind: str, name: str, value: dict[str, Any]) -> None:
+        """Keep a small JSON record (a reconcile run's figures, a poll cursor) beside the queue,
+        so every process of the deployment reads the same one."""
         raise NotImplementedError
 
-    def reconciles(self) -> dict[str, dict[str, float]]:
-        """Per source: the last run's figures, and `caught_total`, changes reconcile caught in all."""
+    def notes(self, kind: str) -> dict[str, dict[str, Any]]:
+        """name → value of every note of this kind."""
         raise NotImplementedError
 
     def close(self) -> None:
         pass
 
-
-CAUGHT = ("added", "updated", "repaired", "tombstoned")
 
 _SCHEMA = """
 create table if not exists pending (
@@ -135,19 +134,24 @@ create table if not exists pending (
     state text not null,                  -- queued | running | retry
     again integer not null default 0,     -- re-added while running
     attempts integer not null default 0,
-    origin text not null default 'webhook',
     added_at real not null,
     lease_until real not null default 0,
     last_error text,
     primary key (source, doc_id));
-create table if not exists reconciles (
-    source text primary key, last text not null, caught_total integer not null);
+create table if not exists notes (
+    kind text not null, name text not null, value text not null, primary key (kind, name));
 create table if not exists deliveries (
     source text not null, id text not null, at real not null, primary key (source, id));
 create table if not exists dead (
     source text not null, doc_id text not null, error text not null,
     attempts integer not null, failed_at real not null,
     primary key (source, doc_id));
+"""
+
+
+_FROM_RECONCILES = """
+insert or ignore into notes select 'reconcile', source, json_set(last, '$.caught_total', caught_total) from reconciles;
+drop table reconciles;
 """
 
 
@@ -159,6 +163,8 @@ class SqlitePending(Pending):
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self.db.execute("pragma journal_mode=wal")
         self.db.executescript(_SCHEMA)
+        if self.db.execute("select 1 from sqlite_master where name='reconciles'").fetchone():
+            self.db.executescript(_FROM_RECONCILES)       # a state.db from before notes existed
         self.lock = threading.RLock()
         self.depth = 0                        # open _tx() levels of the thread holding the lock
         self.arrivals: list[_Ticket] = []     # deliveries waiting for the next group commit
@@ -169,11 +175,11 @@ class SqlitePending(Pending):
 
     batch = _tx
 
-    def accept(self, source, delivery_id, doc_ids, origin, ttl_s):
+    def accept(self, source, delivery_id, doc_ids, ttl_s):
         """Group commit: deliveries that arrive while a commit is on disk wait for the lock,
         and the first to get it commits all of them in one transaction, one fsync. Every
         caller still returns only after its own rows are durable."""
-        ticket = _Ticket((source, delivery_id, doc_ids, origin, ttl_s))
+        ticket = _Ticket((source, delivery_id, doc_ids, ttl_s))
         with self.arrivals_lock:
             self.arrivals.append(ticket)
         with self.lock:
@@ -195,12 +201,12 @@ class SqlitePending(Pending):
             raise ticket.error
         return ticket.result
 
-    def add(self, key, origin):
+    def add(self, key):
         with self._tx() as db:
             row = db.execute("select state from pending where source=? and doc_id=?", key).fetchone()
             if row is None:
-                db.execute("insert into pending (source, doc_id, state, origin, added_at) values (?,?,?,?,?)",
-                           (*key, "queued", origin, time.time()))
+                db.execute("insert into pending (source, doc_id, state, added_at) values (?,?,?,?)",
+                           (*key, "queued", time.time()))
                 return True
             if row[0] == "running":
                 db.execute("update pending set again=1 where source=? and doc_id=?", key)
@@ -285,17 +291,14 @@ class SqlitePending(Pending):
         with self._tx() as db:
             db.execute("delete from deliveries where source=? and id=?", (source, delivery_id))
 
-    def record_reconcile(self, source, counts):
-        caught = sum(counts[k] for k in CAUGHT)
+    def note(self, kind, name, value):
         with self._tx() as db:
-            db.execute("insert into reconciles values (?,?,?) on conflict(source) do update set "
-                       "last=excluded.last, caught_total=caught_total+excluded.caught_total",
-                       (source, json.dumps(counts), caught))
+            db.execute("insert or replace into notes values (?,?,?)", (kind, name, json.dumps(value)))
 
-    def reconciles(self):
+    def notes(self, kind):
         with self.lock:
-            rows = self.db.execute("select source, last, caught_total from reconciles").fetchall()
-        return {s: {**json.loads(last), "caught_total": total} for s, last, total in rows}
+            rows = self.db.execute("select name, value from notes where kind=?", (kind,)).fetchall()
+        return {name: json.loads(value) for name, value in rows}
 
     def close(self):
         self.db.close()
@@ -338,8 +341,8 @@ class _Transaction:
 _ADD = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then
-  redis.call('HSET', KEYS[1], 'state', 'queued', 'again', 0, 'attempts', 0, 'origin', ARGV[2], 'added_at', ARGV[1])
-  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
+  redis.call('HSET', KEYS[1], 'state', 'queued', 'again', 0, 'attempts', 0, 'added_at', ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
   return 1
 elseif st == 'running' then redis.call('HSET', KEYS[1], 'again', 1) return 0
 elseif st == 'queued' then return 0 end
@@ -387,12 +390,16 @@ class RedisPending(Pending):
         self.index, self.dead_key, self.prefix = f"{prefix}:pending", f"{prefix}:dead", f"{prefix}:p:"
         self._add, self._claim, self._finish, self._fail, self._stale = (
             self.r.register_script(s) for s in (_ADD, _CLAIM, _FINISH, _FAIL, _STALE))
+        old, caught = f"{self.prefix}reconcile", f"{self.prefix}caught"     # written before notes existed
+        for source, last in self.r.hgetall(old).items():
+            self.note("reconcile", source, {**json.loads(last), "caught_total": int(self.r.hget(caught, source) or 0)})
+        self.r.delete(old, caught)
 
     def _h(self, key: Key) -> str:
         return self.prefix + _SEP.join(key)
 
-    def add(self, key, origin):
-        return bool(self._add([self._h(key), self.index], [time.time(), origin, _SEP.join(key)]))
+    def add(self, key):
+        return bool(self._add([self._h(key), self.index], [time.time(), _SEP.join(key)]))
 
     def forget(self, key):
         if self.r.hget(self._h(key), "state") == "queued":
@@ -448,16 +455,11 @@ class RedisPending(Pending):
     def forget_delivery(self, source, delivery_id):
         self.r.delete(f"{self.prefix}delivery:{source}{_SEP}{delivery_id}")
 
-    def record_reconcile(self, source, counts):
-        pipe = self.r.pipeline()
-        pipe.hset(f"{self.prefix}reconcile", source, json.dumps(counts))
-        pipe.hincrby(f"{self.prefix}caught", source, int(sum(counts[k] for k in CAUGHT)))
-        pipe.execute()
+    def note(self, kind, name, value):
+        self.r.hset(f"{self.prefix}note:{kind}", name, json.dumps(value))
 
-    def reconciles(self):
-        caught = self.r.hgetall(f"{self.prefix}caught")
-        return {s: {**json.loads(v), "caught_total": int(caught.get(s, 0))}
-                for s, v in self.r.hgetall(f"{self.prefix}reconcile").items()}
+    def notes(self, kind):
+        return {name: json.loads(v) for name, v in self.r.hgetall(f"{self.prefix}note:{kind}").items()}
 
     def close(self):
         self.r.close()

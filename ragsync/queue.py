@@ -16,13 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from huey import RedisHuey, SqliteHuey
 
 from ragsync.errors import FetchError, StoreError, Waiting
 from ragsync.pending import Key, Parked, Pending, RedisPending, Row, SqlitePending
-
-__all__ = ["Key", "Parked", "Row", "WorkQueue"]
 
 log = logging.getLogger("ragsync.queue")
 
@@ -41,47 +40,46 @@ class WorkQueue:
         self.lease_s = lease_s
         self.shared = redis_url is not None            # several processes may work this queue
         if redis_url:
-            self.huey = RedisHuey("ragsync", url=redis_url, results=False)
-            self.record: Pending = RedisPending(redis_url)
+            self._huey = RedisHuey("ragsync", url=redis_url, results=False)
+            self._record: Pending = RedisPending(redis_url)
         else:
-            self.huey = SqliteHuey("ragsync", filename=str(data_dir / "queue.db"), results=False)
-            self.record = SqlitePending(data_dir / "state.db")
-        self._task = self.huey.task(name="ragsync.pass")(self._run)
+            self._huey = SqliteHuey("ragsync", filename=str(data_dir / "queue.db"), results=False)
+            self._record = SqlitePending(data_dir / "state.db")
+        self._task = self._huey.task(name="ragsync.pass")(self._run)
         self._running: set[Key] = set()                 # keys this process is working on (lease renewal)
         self._running_lock = threading.Lock()
         self._consumer = None
         self._stop = threading.Event()
-        self.on_outcome: Callable[[str, str, str], None] = lambda source, doc_id, outcome: None
+        self.on_outcome: Callable[[str, str], None] = lambda source, outcome: None   # per pass, e.g. metrics
 
     # -- intake -----------------------------------------------------------------------------
 
-    def add(self, source: str, doc_id: str, origin: str = "webhook") -> bool:
+    def add(self, source: str, doc_id: str) -> bool:
         """Record the key durably, then queue it unless it already waits. True when a new
         pass was queued (False: coalesced into one that is queued or running)."""
-        return bool(self.accept(source, None, [doc_id], origin=origin))
+        return bool(self.accept(source, None, [doc_id]))
 
-    def accept(self, source: str, delivery_id: str | None, doc_ids: list[str], ttl_s: float = 0,
-               origin: str = "webhook") -> list[str] | None:
+    def accept(self, source: str, delivery_id: str | None, doc_ids: list[str], ttl_s: float = 0) -> list[str] | None:
         """A delivery's keys and id recorded in one commit, then a task queued for each key
         that does not already wait; None for a replayed delivery id. If queueing fails the
         record is undone, so the sender's retry is neither coalesced nor deduplicated away."""
-        new = self.record.accept(source, delivery_id, doc_ids, origin, ttl_s)
+        new = self._record.accept(source, delivery_id, doc_ids, ttl_s)
         try:
             for doc_id in new or []:
                 self._task(source, doc_id)
         except Exception:
-            with self.record.batch():
+            with self._record.batch():
                 for doc_id in new or []:
-                    self.record.forget((source, doc_id))
+                    self._record.forget((source, doc_id))
                 if delivery_id:
-                    self.record.forget_delivery(source, delivery_id)
+                    self._record.forget_delivery(source, delivery_id)
             raise
         return new
 
     def recover(self) -> int:
         """On start: queue again what a dead process left behind. Embedded, every record is
         ours; shared, only keys whose worker's lease ran out. Duplicate tasks are no-ops."""
-        keys = self.record.stale(waiting=True, running=not self.shared)
+        keys = self._record.stale(waiting=True, running=not self.shared)
         for source, doc_id in keys:
             self._task(source, doc_id)
         if keys:
@@ -92,7 +90,7 @@ class WorkQueue:
 
     def _run(self, source: str, doc_id: str) -> None:
         key = (source, doc_id)
-        if not self.record.claim(key, self.lease_s):
+        if not self._record.claim(key, self.lease_s):
             return                                    # a duplicate task, or the key runs elsewhere
         with self._running_lock:
             self._running.add(key)
@@ -104,31 +102,31 @@ class WorkQueue:
         finally:
             with self._running_lock:
                 self._running.discard(key)
-        if self.record.finish(key):
+        if self._record.finish(key):
             self._task(source, doc_id)
-        self.on_outcome(source, doc_id, str(outcome))
+        self.on_outcome(source, str(outcome))
 
     def _failed(self, key: Key, exc: Exception) -> None:
         if isinstance(exc, Waiting):                  # not the page's fault: wait, never park
-            attempts, _ = self.record.fail(key, f"{type(exc).__name__}: {exc}", True, WAIT_FOREVER)
+            attempts, _ = self._record.fail(key, f"{type(exc).__name__}: {exc}", True, WAIT_FOREVER)
             delay = exc.retry_after if exc.retry_after is not None else self.backoff(attempts)
             log.info("%s/%s waits %.1fs: %s", *key, delay, exc)
             self._task.schedule(key, delay=delay)
-            self.on_outcome(*key, "waiting")
+            self.on_outcome(key[0], "waiting")
             return
         transient = isinstance(exc, StoreError) or (isinstance(exc, FetchError) and exc.transient)
         error = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, (FetchError, StoreError)):
             log.exception("pass failed for %s/%s", *key)
-        attempts, parked = self.record.fail(key, error, transient, self.max_attempts)
+        attempts, parked = self._record.fail(key, error, transient, self.max_attempts)
         if parked:
             log.warning("parked %s/%s in the dead-letter queue after %d attempt(s): %s", *key, attempts, error)
-            self.on_outcome(*key, "dead")
+            self.on_outcome(key[0], "dead")
         else:
             delay = self.backoff(attempts, getattr(exc, "retry_after", None))
             log.info("retrying %s/%s in %.1fs (attempt %d): %s", *key, delay, attempts, error)
             self._task.schedule(key, delay=delay)
-            self.on_outcome(*key, "retry")
+            self.on_outcome(key[0], "retry")
 
     def backoff(self, attempts: int, retry_after: float | None = None) -> float:
         """Exponential with jitter around it, never sooner than the CMS asked."""
@@ -141,9 +139,9 @@ class WorkQueue:
             try:
                 with self._running_lock:
                     running = list(self._running)
-                self.record.renew(running, self.lease_s)
+                self._record.renew(running, self.lease_s)
                 if self.shared:
-                    for source, doc_id in self.record.stale():
+                    for source, doc_id in self._record.stale():
                         self._task(source, doc_id)
             except Exception:
                 log.exception("queue heartbeat failed")
@@ -151,39 +149,45 @@ class WorkQueue:
     # -- inspection and the dead-letter queue -----------------------------------------------
 
     def pending(self) -> list[Row]:
-        return self.record.rows()
+        return self._record.rows()
 
     def depth(self) -> int:
         """Tasks waiting in huey (retries scheduled for later are not counted)."""
-        return self.huey.pending_count()
+        return self._huey.pending_count()
 
     def pending_keys(self) -> set[Key]:
-        return {(r.source, r.doc_id) for r in self.record.rows()}
+        return {(r.source, r.doc_id) for r in self._record.rows()}
 
     def oldest_pending_age(self, rows: list[Row] | None = None) -> float:
         """Seconds since the oldest pending key arrived (pass rows already read to save a read)."""
-        rows = self.record.rows() if rows is None else rows
+        rows = self._record.rows() if rows is None else rows
         return time.time() - min(r.added_at for r in rows) if rows else 0.0
 
     def dead(self) -> list[Parked]:
-        return self.record.dead()
+        return self._record.dead()
 
     def replay(self, keys: Iterable[Key] | None = None) -> list[Key]:
         """Move parked keys (all when none are named) back into the queue."""
-        chosen = self.record.take_dead(keys)
+        chosen = self._record.take_dead(keys)
         for source, doc_id in chosen:
-            self.add(source, doc_id, origin="replay")
+            self.add(source, doc_id)
         return chosen
 
     def drop(self, keys: Iterable[Key] | None = None) -> list[Key]:
-        return self.record.take_dead(keys)
+        return self._record.take_dead(keys)
+
+    def note(self, kind: str, name: str, value: dict[str, Any]) -> None:
+        self._record.note(kind, name, value)
+
+    def notes(self, kind: str) -> dict[str, dict[str, Any]]:
+        return self._record.notes(kind)
 
     def drain(self, limit: int | None = None) -> None:
         """Run tasks that are due, here and now (for CLI commands when no daemon runs).
         Retries scheduled for later stay pending for the daemon."""
         done = 0
-        while (limit is None or done < limit) and (task := self.huey.dequeue()) is not None:
-            self.huey.execute(task)
+        while (limit is None or done < limit) and (task := self._huey.dequeue()) is not None:
+            self._huey.execute(task)
             done += 1
 
     # -- running the consumer in this process -----------------------------------------------
@@ -191,7 +195,7 @@ class WorkQueue:
     def start(self, workers: int) -> None:
         """huey's consumer as threads in this process, polling at most every 50 ms so that
         a webhook is picked up well inside the freshness budget."""
-        self._consumer = self.huey.create_consumer(workers=workers, worker_type="thread", periodic=False,
+        self._consumer = self._huey.create_consumer(workers=workers, worker_type="thread", periodic=False,
                                                    initial_delay=0.01, backoff=1.3, max_delay=0.05,
                                                    scheduler_interval=1, check_worker_health=False)
         saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -210,5 +214,5 @@ class WorkQueue:
 
     def close(self) -> None:
         self.stop()
-        self.record.close()
-        self.huey.storage.close()
+        self._record.close()
+        self._huey.storage.close()

@@ -13,11 +13,18 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from ragsync.pending import CAUGHT
 from ragsync.errors import RagsyncError
+
+if TYPE_CHECKING:
+    from ragsync.engine import Engine
+    from ragsync.index import Store
+    from ragsync.queue import WorkQueue
+
+CAUGHT = ("added", "updated", "repaired", "tombstoned")      # changes the webhooks had missed
 
 
 @dataclass
@@ -46,7 +53,7 @@ class SourceReport:
         return asdict(self)
 
 
-def plan(engine, source: str, force: bool = False, store=None) -> SourceReport:
+def plan(engine: Engine, source: str, force: bool = False, store: Store | None = None) -> SourceReport:
     """Work out the differences for one source without changing anything (against `store`,
     by default the live one; a reindex checks its new collection the same way)."""
     store = store or engine.store
@@ -90,9 +97,9 @@ def plan(engine, source: str, force: bool = False, store=None) -> SourceReport:
     return report
 
 
-def run(engine, sources: list[str], *, dry_run: bool = False, force: bool = False,
+def run(engine: Engine, sources: list[str], *, dry_run: bool = False, force: bool = False,
         wait_s: float = 3600.0, standalone: bool = False) -> list[SourceReport]:
-    """Plan each source, queue the differences (origin "reconcile") and wait until they are
+    """Plan each source, queue the differences and wait until they are
     applied. `standalone`: no daemon runs, so this process works the queue itself."""
     reports = []
     for source in sources:
@@ -102,7 +109,7 @@ def run(engine, sources: list[str], *, dry_run: bool = False, force: bool = Fals
             keys = [(source, doc_id) for doc_id in report.keys]
             engine.guard.allow((source, doc_id) for doc_id in report.tombstoned)   # vetted above
             for key in keys:
-                engine.queue.add(*key, origin="reconcile")
+                engine.queue.add(*key)
             left = len(_wait(engine, keys, wait_s, standalone, f"reconcile {source}"))
             if left:
                 report.errors.append(f"{left} page(s) not applied yet (retrying; see `ragsync status`)")
@@ -111,16 +118,28 @@ def run(engine, sources: list[str], *, dry_run: bool = False, force: bool = Fals
                 report.errors.append(f"{len(parked)} page(s) failed and were parked (see `ragsync dlq list`)")
         report.duration_s = time.monotonic() - started
         if not dry_run:
-            engine.metrics.reconciled(report.source, sum(len(getattr(report, k)) for k in CAUGHT))
-            engine.queue.record.record_reconcile(report.source, {
-                "at": time.time(), "listed": report.listed, "unchanged": report.unchanged,
-                **{k: len(getattr(report, k)) for k in ("added", "updated", "repaired", "tombstoned", "errors")},
-                "duration_s": round(report.duration_s, 3)})
+            _record(engine, report)
         reports.append(report)
     return reports
 
 
-def _wait(engine, keys: list[tuple[str, str]], wait_s: float, standalone: bool, label: str) -> set[tuple[str, str]]:
+def last_runs(queue: WorkQueue) -> dict[str, dict[str, float]]:
+    """Per source: the last run's figures, and `caught_total`, the changes reconcile has
+    found first in all (what the webhooks missed)."""
+    return queue.notes("reconcile")
+
+
+def _record(engine: Engine, report: SourceReport) -> None:
+    caught = sum(len(getattr(report, k)) for k in CAUGHT)
+    engine.metrics.reconciled(report.source, caught)
+    before = last_runs(engine.queue).get(report.source, {}).get("caught_total", 0)
+    engine.queue.note("reconcile", report.source, {
+        "at": time.time(), "listed": report.listed, "unchanged": report.unchanged,
+        **{k: len(getattr(report, k)) for k in (*CAUGHT, "errors")},
+        "duration_s": round(report.duration_s, 3), "caught_total": before + caught})
+
+
+def _wait(engine: Engine, keys: list[tuple[str, str]], wait_s: float, standalone: bool, label: str) -> set[tuple[str, str]]:
     """Until the queued keys are applied (returns those still pending); a progress bar when
     stderr is a terminal."""
     bar = tqdm(total=len(keys), desc=label, unit="page", disable=not sys.stderr.isatty(), leave=False)
@@ -134,7 +153,7 @@ def _wait(engine, keys: list[tuple[str, str]], wait_s: float, standalone: bool, 
         done = left - engine.queue.pending_keys()
         bar.update(len(done))
         left -= done
-        if standalone and engine.queue.huey.pending_count() == 0:
+        if standalone and engine.queue.depth() == 0:
             break                        # what is left waits on a retry: the daemon runs it later
     bar.close()
     return left

@@ -2,7 +2,7 @@
 
 The target settings are read from the config file now (so a running daemon, started with the
 old ones, can rebuild to the new ones). While the new collection fills, every webhook pass is
-applied to both collections (Engine.shadow), so search keeps serving the old one, fresh, and
+applied to both collections (Engine.shadowed), so search keeps serving the old one, fresh, and
 no edit is lost. After the build, a catch-up compares the CMS's listing with the new
 collection and re-fetches whatever changed meanwhile; then the name switches in one atomic
 step (a Qdrant alias, or its embedded equivalent); a second catch-up covers the moment of the
@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -23,7 +24,11 @@ from ragsync.chunk import Chunker
 from ragsync.embed import open_embedder
 from ragsync.errors import FetchError, RagsyncError, StoreError
 from ragsync.fingerprint import differences, fingerprint, short
-from ragsync.worker import Pipeline
+from ragsync.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from ragsync.engine import Engine
+    from ragsync.index import Store
 
 ATTEMPTS = 5
 
@@ -51,7 +56,7 @@ class Report:
         return asdict(self)
 
 
-def run(engine, source: str | None = None, drop_old: bool = False) -> Report:
+def run(engine: Engine, source: str | None = None, drop_old: bool = False) -> Report:
     """Rebuild every source (or only `source`, copying the others' points as they are, which
     is allowed only when the settings did not change) and switch to the new collection."""
     started = time.monotonic()
@@ -73,29 +78,30 @@ def run(engine, source: str | None = None, drop_old: bool = False) -> Report:
     pipeline = Pipeline(shadow, embedder, Chunker(embedder.tokenizer_file, target.max_tokens), short(wanted))
     report = Report(old_name, new_name, differences(current, wanted))
     embedded_before = embedder.embedded
-    engine.shadow = pipeline                                     # from now on passes write here too
+    built = False
     try:
-        for kept in set(target.sources) - set(rebuilt):
-            _copy(engine.store, shadow, kept)
-        listed = {name: {e.doc_id: e.modified for e in engine.connectors[name].list()} for name in rebuilt}
-        report.pages = sum(map(len, listed.values()))
-        bar = tqdm(total=report.pages, desc="reindex", unit="page", disable=not sys.stderr.isatty())
-        for name, docs in listed.items():
-            for doc_id in docs:
-                _settle(engine, pipeline, name, doc_id)
-                bar.update(1)
-        bar.close()
-        report.caught_up += _catch_up(engine, pipeline)
+        with engine.shadowed(pipeline):                          # from now on passes write here too
+            for kept in set(target.sources) - set(rebuilt):
+                _copy(engine.store, shadow, kept)
+            listed = {name: {e.doc_id: e.modified for e in engine.connectors[name].list()} for name in rebuilt}
+            report.pages = sum(map(len, listed.values()))
+            bar = tqdm(total=report.pages, desc="reindex", unit="page", disable=not sys.stderr.isatty())
+            for name, docs in listed.items():
+                for doc_id in docs:
+                    _settle(engine, pipeline, name, doc_id)
+                    bar.update(1)
+            bar.close()
+            report.caught_up += _catch_up(engine, pipeline)
+            built = True
+            engine.catalog.switch(new_name)                      # the atomic step
+            old_store = engine.switch(new_name, shadow, pipeline, target)
     except BaseException:
-        engine.shadow = None
-        shadow.close()
-        if embedder is not engine.embedder:
-            embedder.close()
-        engine.catalog.drop(new_name)                            # the live index was never touched
+        if not built:                                            # the live index was never touched
+            shadow.close()
+            if embedder is not engine.embedder:
+                embedder.close()
+            engine.catalog.drop(new_name)
         raise
-    engine.catalog.switch(new_name)                              # the atomic step
-    old_store = engine.switch(new_name, shadow, pipeline, target)
-    engine.shadow = None
     report.caught_up += _catch_up(engine, pipeline)
     if drop_old:
         old_store.close()
@@ -107,7 +113,7 @@ def run(engine, source: str | None = None, drop_old: bool = False) -> Report:
     return report
 
 
-def _copy(live, shadow, source: str) -> None:
+def _copy(live: Store, shadow: Store, source: str) -> None:
     """A source that is not rebuilt: its points and page records as they are (same settings)."""
     batch = []
     for point in live.iter_vectors({"metadata.source": source}):
@@ -120,7 +126,7 @@ def _copy(live, shadow, source: str) -> None:
         shadow.put_page(record)
 
 
-def _catch_up(engine, pipeline: Pipeline) -> int:
+def _catch_up(engine: Engine, pipeline: Pipeline) -> int:
     """Compare the CMSs with the new collection as the reconciler does, and re-fetch every
     document that changed, vanished or lost points since the new collection last saw it."""
     count = 0
@@ -134,7 +140,7 @@ def _catch_up(engine, pipeline: Pipeline) -> int:
     return count
 
 
-def _settle(engine, pipeline: Pipeline, source: str, doc_id: str) -> None:
+def _settle(engine: Engine, pipeline: Pipeline, source: str, doc_id: str) -> None:
     """One document into the new collection, retrying what is transient (a CMS hiccup must
     not throw away an hour of rebuilding)."""
     for attempt in range(1, ATTEMPTS + 1):

@@ -6,20 +6,19 @@ no handler writes its own try/except → 500, and no body ever carries a traceba
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from connectors.base import Delivery, iso_utc
-from ragsync.engine import Engine, SearchFilter
+from connectors.base import Delivery
 from ragsync.embed import EmbedderUnavailable
+from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected, StoreError
+from ragsync.operations import Local
 
 log = logging.getLogger("ragsync.web")
 
@@ -33,6 +32,7 @@ def create_app(engine: Engine) -> Flask:
     app = Flask("ragsync")
     app.config["MAX_CONTENT_LENGTH"] = engine.config.max_body_bytes
     app.extensions["ragsync"] = engine
+    app.extensions["ragsync.operations"] = Local(engine)
     app.extensions["ragsync.limiter"] = RateLimiter()
     for bp in (webhooks, search, admin, health):
         app.register_blueprint(bp)
@@ -63,9 +63,6 @@ def create_app(engine: Engine) -> Flask:
     return app
 
 
-MAX_QUERY_CHARS = 1000                 # the model reads 256 word pieces; more is only cost
-
-
 def _unavailable(exc: RagsyncError) -> str:
     if isinstance(exc, StoreError):
         return "the index is unavailable, retry later"
@@ -76,6 +73,16 @@ def _unavailable(exc: RagsyncError) -> str:
 
 def _engine() -> Engine:
     return current_app.extensions["ragsync"]
+
+
+def _ops() -> Local:
+    return current_app.extensions["ragsync.operations"]
+
+
+def _args() -> dict:
+    """An admin POST's JSON object (an empty one when there is none)."""
+    args = request.get_json(silent=True)
+    return args if isinstance(args, dict) else {}
 
 
 def _bearer() -> str:
@@ -169,30 +176,13 @@ def require_search_token():
 
 @search.get("/search")
 def query():
-    q = request.args.get("q", "").strip()
-    if not q:
-        return jsonify(error="missing query parameter 'q'"), 400
-    if len(q) > MAX_QUERY_CHARS:
-        return jsonify(error=f"'q' is longer than {MAX_QUERY_CHARS} characters"), 400
     try:
         limit = int(request.args.get("limit", "10"))
     except ValueError:
         return jsonify(error="'limit' must be an integer"), 400
-    if not 1 <= limit <= 100:
-        return jsonify(error="'limit' must be between 1 and 100"), 400
-    source = request.args.get("source") or None
-    if source and source not in _engine().connectors:
-        return jsonify(error=f"unknown source {source!r}"), 400
-    times = {}
-    for name in ("modified_after", "modified_before"):
-        if value := request.args.get(name):
-            try:
-                times[name] = iso_utc(value)
-            except ValueError:
-                return jsonify(error=f"'{name}' must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z"), 400
-    where = SearchFilter(source=source, url_prefix=request.args.get("url_prefix") or None, **times)
-    results = _engine().search(q, limit, where)
-    return jsonify(query=q, results=[r.as_dict() for r in results])
+    q = request.args.get("q", "")
+    filters = {k: request.args.get(k) for k in ("source", "url_prefix", "modified_after", "modified_before")}
+    return jsonify(query=q.strip(), results=_ops().search(q, limit, **filters))
 
 
 # -- health and metrics -------------------------------------------------------------------------
@@ -235,49 +225,37 @@ def require_token():
 
 @admin.get("/status")
 def status():
-    return jsonify(_engine().status())
+    return jsonify(_ops().status())
 
 
 @admin.get("/export")
 def export():
-    engine = _engine()
-
-    def lines() -> Iterator[str]:
-        for pid, payload in engine.store.iter_chunks():
-            yield json.dumps({"id": pid, **payload}) + "\n"
-    return Response(lines(), mimetype="application/x-ndjson")
+    return Response((line + "\n" for line in _ops().export()), mimetype="application/x-ndjson")
 
 
 @admin.post("/reconcile")
 def reconcile():
-    from ragsync import reconcile as rec
-    engine = _engine()
-    args = request.get_json(silent=True) or {}
-    sources = [args["source"]] if args.get("source") else list(engine.config.sources)
-    for s in sources:
-        engine.config.source(s)
-    reports = rec.run(engine, sources, dry_run=bool(args.get("dry_run")), force=bool(args.get("force")))
-    return jsonify(reports=[r.as_dict() for r in reports])
+    args = _args()
+    return jsonify(reports=_ops().reconcile(args.get("source") or None, dry_run=bool(args.get("dry_run")),
+                                            force=bool(args.get("force"))))
 
 
 @admin.post("/reindex")
 def reindex():
-    from ragsync import reindex as rei
-    args = request.get_json(silent=True) or {}
-    report = rei.run(_engine(), source=args.get("source") or None, drop_old=bool(args.get("drop_old")))
-    return jsonify(report.as_dict())
+    args = _args()
+    return jsonify(_ops().reindex(args.get("source") or None, drop_old=bool(args.get("drop_old"))))
 
 
 @admin.get("/dlq")
 def dlq_list():
-    return jsonify(parked=[p.__dict__ for p in _engine().queue.dead()])
+    return jsonify(parked=_ops().dlq())
 
 
-@admin.post("/dlq/<action>")
-def dlq_act(action: str):
-    if action not in ("replay", "drop"):
-        return jsonify(error="action must be replay or drop"), 404
-    keys = (request.get_json(silent=True) or {}).get("keys")
-    queue = _engine().queue
-    done = (queue.replay if action == "replay" else queue.drop)(None if not keys else [tuple(k) for k in keys])
-    return jsonify({{"replay": "replayed", "drop": "dropped"}[action]: [list(k) for k in done]})
+@admin.post("/dlq/replay")
+def dlq_replay():
+    return jsonify(replayed=_ops().replay(_args().get("keys") or None))
+
+
+@admin.post("/dlq/drop")
+def dlq_drop():
+    return jsonify(dropped=_ops().drop(_args().get("keys") or None))

@@ -16,7 +16,6 @@ import random
 import re
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -24,15 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
 
 from ragsync import config as config_mod  # noqa: E402
 from ragsync import reconcile  # noqa: E402
+from ragsync.chunk import Chunker  # noqa: E402
 from ragsync.config import EmbeddingConfig  # noqa: E402
+from ragsync.daemon import Daemon  # noqa: E402
 from ragsync.embed import LocalEmbedder  # noqa: E402
-from ragsync.engine import Engine  # noqa: E402
 from ragsync.extract import extract  # noqa: E402
-from ragsync.web import create_app  # noqa: E402
 from tests.support import SECRET, SECRET_ENV, signed  # noqa: E402
 from tests.fakes import FakeWordPress  # noqa: E402
 
@@ -80,15 +78,13 @@ def main() -> None:
     wp = FakeWordPress()
     for i, row in enumerate(rows, 1):
         wp.publish(i, row["title"], row["html"])
-    cfg_path = tmp / "ragsync.toml"
-    cfg_path.write_text(f'data_dir = "var"\n[[sources]]\nname = "blog"\ntype = "wordpress"\n'
-                        f'base_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
+    config = config_mod.load(_config_file(tmp, wp))
     embedder = CachingEmbedder(tmp / "models")
-    engine = Engine(config_mod.load(cfg_path), embedder=embedder)
-    print(f"ragsync bench — {len(rows)} pages, store {type(engine.store).__name__}, data in {tmp}")
+    print(f"ragsync bench — {len(rows)} pages, data in {tmp}")
 
     # 1. baseline: the model alone on exactly the chunks ragsync makes
-    texts = [c.embed_text for row in rows for c in engine.chunker.chunk(extract(row["html"]))]
+    chunker = Chunker(embedder.tokenizer_file, config.max_tokens)
+    texts = [c.embed_text for row in rows for c in chunker.chunk(extract(row["html"]))]
     embedder.encode(texts[:256])                                       # warm-up (and load)
     baseline = None
     if not args.no_baseline:
@@ -101,9 +97,10 @@ def main() -> None:
              f"{len(texts)} chunks in {base_s:.1f}s = {baseline:.1f} chunks/s")
 
     # 2. initial sync through webhooks → queue → passes (cache empty: every chunk really embedded)
-    server = make_server("127.0.0.1", 0, create_app(engine), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    http = httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}", timeout=30)
+    daemon = Daemon(config, embedder=embedder, port=0)          # started as `ragsync serve` starts
+    daemon.start()
+    engine = daemon.engine
+    http = httpx.Client(base_url=daemon.url, timeout=30)
 
     def webhook(post_id: int) -> None:
         raw, headers = signed({"type": "post.updated", "id": post_id, "post_type": "post"})
@@ -113,7 +110,6 @@ def main() -> None:
         while engine.queue.pending():
             time.sleep(0.01)
 
-    engine.queue.start(engine.config.workers)
     t = time.perf_counter()
     for i in range(1, len(rows) + 1):
         webhook(i)
@@ -200,8 +196,8 @@ def main() -> None:
     print("memory")
     line("process RSS with the model loaded (goal <= 1,500 MB)", f"{rss:.0f} MB now, {hwm:.0f} MB peak "
                                                                 f"(at {total} points)")
-    server.shutdown()
-    engine.close()
+    http.close()
+    daemon.stop()
     wp.close()
 
     if args.reconcile_pages:
@@ -218,13 +214,11 @@ def bench_reconcile(n_pages: int, vectors: dict[str, list[float]], tmp: Path) ->
                   and t == t.strip() and "<" not in t and "&" not in t]
     for i in range(1, n_pages + 1):
         wp.publish(i, f"Page {i}", f"<p>{paragraphs[i % len(paragraphs)]}</p>")
-    cfg_path = tmp / "ragsync.toml"
-    cfg_path.write_text(f'data_dir = "var"\n[[sources]]\nname = "blog"\ntype = "wordpress"\n'
-                        f'base_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
     embedder = CachingEmbedder(tmp / "models")
     embedder.cache.update(reuse)
-    engine = Engine(config_mod.load(cfg_path), embedder=embedder)
-    engine.queue.start(2)
+    daemon = Daemon(config_mod.load(_config_file(tmp, wp)), embedder=embedder, port=0, workers=2)
+    daemon.start()
+    engine = daemon.engine
     t = time.perf_counter()
     reconcile.run(engine, ["blog"])
     print(f"reconcile ({n_pages} pages, fake CMS)")
@@ -251,8 +245,15 @@ def bench_reconcile(n_pages: int, vectors: dict[str, list[float]], tmp: Path) ->
     (again,) = reconcile.run(engine, ["blog"])
     line("second reconcile right after", f"{time.perf_counter() - t:.1f}s, {sum(wp.fetches.values()) - fetched_before} "
                                          f"fetches, {embedder.embedded - embedded} embeds")
-    engine.close()
+    daemon.stop()
     wp.close()
+
+
+def _config_file(tmp: Path, wp: FakeWordPress) -> Path:
+    path = tmp / "ragsync.toml"
+    path.write_text(f'data_dir = "var"\n[server]\nreconcile_on_start = false\n[[sources]]\nname = "blog"\n'
+                    f'type = "wordpress"\nbase_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
+    return path
 
 
 if __name__ == "__main__":

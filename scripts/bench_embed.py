@@ -81,9 +81,7 @@ def sync_one(settings: dict, rows: list[dict], tmp: Path) -> dict:
     import httpx
 
     from ragsync import config as config_mod
-    from ragsync.daemon import http_server
-    from ragsync.engine import Engine
-    from ragsync.web import create_app
+    from ragsync.daemon import Daemon
     from tests.fakes import FakeWordPress
     from tests.support import SECRET, SECRET_ENV, signed
 
@@ -94,16 +92,12 @@ def sync_one(settings: dict, rows: list[dict], tmp: Path) -> dict:
         wp.publish(i, row["title"], row["html"])
     embedding = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
     path = tmp / "ragsync.toml"
-    path.write_text(f'data_dir = "var"\n[embedding]\n{embedding}[[sources]]\nname = "blog"\ntype = "wordpress"\n'
+    path.write_text(f'data_dir = "var"\n[server]\nreconcile_on_start = false\n[embedding]\n{embedding}[[sources]]\nname = "blog"\ntype = "wordpress"\n'
                     f'base_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
-    engine = Engine(config_mod.load(path))
-    engine.check_fingerprint()
-    engine.embedder.load()
-    server = http_server(create_app(engine), "127.0.0.1", 0, 8)
-    import threading
-    threading.Thread(target=server.serve, daemon=True).start()
-    http = httpx.Client(base_url=f"http://127.0.0.1:{server.bind_addr[1]}", timeout=30)
-    engine.queue.start(engine.config.workers)
+    daemon = Daemon(config_mod.load(path), port=0)              # started as `ragsync serve` starts
+    daemon.start()
+    engine = daemon.engine
+    http = httpx.Client(base_url=daemon.url, timeout=30)
     began = time.perf_counter()
     for i in range(1, len(rows) + 1):
         raw, headers = signed({"type": "post.published", "id": i, "post_type": "post"})
@@ -113,8 +107,8 @@ def sync_one(settings: dict, rows: list[dict], tmp: Path) -> dict:
     seconds = time.perf_counter() - began
     result = {"pages": len(rows), "chunks": engine.store.count_chunks(), "embedded": engine.embedder.embedded - 1,
               "seconds": seconds, "rss_mb": rss_mb()}
-    server.stop()
-    engine.close()
+    http.close()
+    daemon.stop()
     wp.close()
     return result
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from tests.conftest import ADMIN_TOKEN, SECRET, SECRET_ENV, free_port, signed, wait_for  # noqa: E402
+from tests.support import ADMIN_TOKEN, SECRET, SECRET_ENV, free_port, signed, wait_for  # noqa: E402
 
 LUA = r"""
 local rows, i, step = {}, 0, 1

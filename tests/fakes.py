@@ -1,6 +1,6 @@
 """Small fake CMS servers (real HTTP, real status codes) for fault injection and for Contentful,
-which cannot run locally. Each answers the way shared/research/cms-formats.md and
-real-cms.md record the real one answering; the real-CMS end-to-end tests are separate files."""
+which cannot run locally. Each answers the way the real one was recorded answering
+(its documented webhook, fetch, list and error shapes); the real-CMS end-to-end tests are separate files."""
 
 from __future__ import annotations
 

@@ -4,25 +4,14 @@ against the store directly when no daemon runs."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SECRET_ENV, ServeProcess, free_port, wait_for
+from tests.support import SECRET_ENV, ServeProcess, free_port, run_cli, wait_for
 
 DEMO_PAGES = Path(__file__).resolve().parent.parent / "config" / "demo" / "pages"
-
-
-def ragsync(cfg: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "ragsync", "--config", str(cfg), *args],
-                          capture_output=True, text=True, timeout=300, env=os.environ.copy())
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 @pytest.fixture
@@ -46,44 +35,44 @@ def test_commands_with_and_without_a_running_daemon(files_config: Path, tmp_path
         daemon.idle()
 
         # over HTTP while the daemon holds the store
-        out = ragsync(files_config, "search", "how do I add a dependency to Cargo.toml", "--json").stdout
+        out = run_cli(files_config, "search", "how do I add a dependency to Cargo.toml", "--json", check=True).stdout
         results = json.loads(out)["results"]
         assert results and results[0]["doc_id"] == "guide-dependencies"
-        status = json.loads(ragsync(files_config, "status", "--json").stdout)
+        status = json.loads(run_cli(files_config, "status", "--json", check=True).stdout)
         assert status["daemon"] == url and status["points"] > 0
-        lines = ragsync(files_config, "export").stdout.splitlines()
+        lines = run_cli(files_config, "export", check=True).stdout.splitlines()
         assert len(lines) == status["points"]
         assert all({"page_content", "metadata"} <= set(json.loads(line)) for line in lines)
-        report = json.loads(ragsync(files_config, "reconcile", "--json").stdout)["reports"][0]
+        report = json.loads(run_cli(files_config, "reconcile", "--json", check=True).stdout)["reports"][0]
         assert report["unchanged"] == 3 and not report["errors"]
 
         # a webhook for a new file, then for its deletion
         page = tmp_path / "pages" / "extra.html"
         page.write_text("<title>Extra</title><h1>Extra</h1><p>Zebras graze on the savanna at dawn.</p>")
         assert daemon.webhook("docs", {"id": "extra"}).status_code == 202
-        wait_for(lambda: "extra" in ragsync(files_config, "search", "zebras savanna", "--json").stdout, 60,
+        wait_for(lambda: "extra" in run_cli(files_config, "search", "zebras savanna", "--json", check=True).stdout, 60,
                  "the new page to become searchable")
         page.unlink()
         assert daemon.webhook("docs", {"id": "extra"}).status_code == 202
-        wait_for(lambda: '"extra"' not in ragsync(files_config, "export").stdout, 60, "the page to be removed")
+        wait_for(lambda: '"extra"' not in run_cli(files_config, "export", check=True).stdout, 60, "the page to be removed")
     finally:
         code = daemon.stop()
     assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
 
     # no daemon: the same commands open the store themselves
-    results = json.loads(ragsync(files_config, "search", "ownership rules", "--json").stdout)["results"]
+    results = json.loads(run_cli(files_config, "search", "ownership rules", "--json", check=True).stdout)["results"]
     assert results and results[0]["source"] == "docs"
-    status = json.loads(ragsync(files_config, "status", "--json").stdout)
+    status = json.loads(run_cli(files_config, "status", "--json", check=True).stdout)
     assert status["daemon"] is None and status["sources"]["docs"]["pages_live"] == 3
-    text = ragsync(files_config, "search", "threads").stdout
+    text = run_cli(files_config, "search", "threads", check=True).stdout
     assert "Using Threads" in text
     (tmp_path / "pages" / "ch16-01-threads.html").unlink()
-    guarded = ragsync(files_config, "reconcile", check=False)        # 1 of 3 pages is past the 20 % guard
+    guarded = run_cli(files_config, "reconcile", check=False)        # 1 of 3 pages is past the 20 % guard
     assert guarded.returncode == 1 and "mass-deletion guard" in guarded.stdout
-    assert "ch16-01-threads" in ragsync(files_config, "export").stdout
-    report = json.loads(ragsync(files_config, "reconcile", "--force", "--json").stdout)["reports"][0]
+    assert "ch16-01-threads" in run_cli(files_config, "export", check=True).stdout
+    report = json.loads(run_cli(files_config, "reconcile", "--force", "--json", check=True).stdout)["reports"][0]
     assert report["tombstoned"] == ["ch16-01-threads"]
-    assert "ch16-01-threads" not in ragsync(files_config, "export").stdout
+    assert "ch16-01-threads" not in run_cli(files_config, "export", check=True).stdout
 
 
 def test_admin_commands_against_a_daemon_need_the_token(files_config: Path, tmp_path: Path, monkeypatch):
@@ -91,7 +80,7 @@ def test_admin_commands_against_a_daemon_need_the_token(files_config: Path, tmp_
     daemon = ServeProcess(files_config, tmp_path / "serve.log")
     try:
         monkeypatch.delenv("RAGSYNC_ADMIN_TOKEN")
-        res = ragsync(files_config, "status", check=False)
+        res = run_cli(files_config, "status", check=False)
         assert res.returncode == 1 and "set RAGSYNC_ADMIN_TOKEN" in res.stderr and "Traceback" not in res.stderr
     finally:
         daemon.stop()

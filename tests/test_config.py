@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from ragsync import config as config_mod
 from ragsync.errors import ConfigError
-
-RAGSYNC = [sys.executable, "-m", "ragsync"]
-
-
-def run(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*RAGSYNC, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
-                          env={**os.environ, **(env or {})})
+from tests.support import run_cli
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -45,14 +36,13 @@ def test_bad_config_files(tmp_path, text, message):
     with pytest.raises(ConfigError, match=None) as err:
         config_mod.load(path)
     assert message in str(err.value)
-    line = one_line_error(run("status", "--config", str(path)))
+    line = one_line_error(run_cli(path, "status"))
     assert message in line
 
 
 def test_missing_config_file_and_no_config(tmp_path):
-    assert "config file not found" in one_line_error(run("status", "--config", str(tmp_path / "nope.toml")))
-    env = {k: v for k, v in os.environ.items() if k != "RAGSYNC_CONFIG"}
-    proc = subprocess.run([*RAGSYNC, "status"], capture_output=True, text=True, env=env, timeout=60)
+    assert "config file not found" in one_line_error(run_cli(tmp_path / "nope.toml", "status"))
+    proc = run_cli(None, "status", env={"RAGSYNC_CONFIG": None})
     assert "pass --config PATH or set RAGSYNC_CONFIG" in one_line_error(proc)
 
 
@@ -60,10 +50,7 @@ def test_missing_secret_env_var_is_named_at_serve(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[server]\nport = 18787\n[[sources]]\nname = "blog"\ntype = "wordpress"\n'
                     'base_url = "http://127.0.0.1:9"\nwebhook_secret_env = "RAGSYNC_UNSET_SECRET"\n')
-    env = {k: v for k, v in os.environ.items() if k != "RAGSYNC_UNSET_SECRET"}
-    proc = subprocess.run([*RAGSYNC, "--config", str(path), "serve"], capture_output=True, text=True,
-                          env=env, timeout=60)
-    line = one_line_error(proc)
+    line = one_line_error(run_cli(path, "serve", env={"RAGSYNC_UNSET_SECRET": None}))
     assert "RAGSYNC_UNSET_SECRET is not set" in line
 
 
@@ -79,4 +66,4 @@ def test_relative_paths_are_relative_to_the_file(tmp_path):
 def test_unknown_source_on_the_command_line(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[[sources]]\nname = "docs"\ntype = "files"\n')
-    assert "unknown source 'blog'" in one_line_error(run("search", "x", "--source", "blog", "--config", str(path)))
+    assert "unknown source 'blog'" in one_line_error(run_cli(path, "search", "x", "--source", "blog"))

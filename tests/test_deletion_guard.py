@@ -6,7 +6,7 @@ the live pages (at least 10) within the window, deletions wait as pending keys, 
 from __future__ import annotations
 
 from ragsync import reconcile
-from tests.conftest import page_html, wait_for, wp_source, words
+from tests.support import page_html, wait_for, wp_source, words
 
 
 def published(daemon_factory, wp, pages: int, reconcile_settings: str):
@@ -21,14 +21,14 @@ def published(daemon_factory, wp, pages: int, reconcile_settings: str):
 
 def test_webhook_deletions_past_the_share_are_held_until_an_operator_forces_them(daemon_factory, wp):
     daemon = published(daemon_factory, wp, 20, "max_delete_share = 0.2\ndelete_window_s = 3600")
-    assert daemon.engine.status()["sources"]["blog"]["pages_live"] == 20
+    assert daemon.engine.snapshot().as_dict()["sources"]["blog"]["pages_live"] == 20
 
     for i in range(1, 15):                                # the CMS "deletes" 14 of 20 pages
         wp.delete(i)
         daemon.wp_event(i, "post.deleted")
-    held = lambda: daemon.engine.status()["sources"]["blog"]["deletions_held"]
+    held = lambda: daemon.engine.snapshot().as_dict()["sources"]["blog"]["deletions_held"]
     wait_for(lambda: held() == 4, 60, "4 deletions to be held")   # budget: max(10, 0.2 × 20) = 10
-    status = daemon.engine.status()
+    status = daemon.engine.snapshot().as_dict()
     assert status["sources"]["blog"]["pages_live"] == 10
     assert status["pending"] == 4 and status["dead"] == 0         # waiting, not lost, not parked
     assert 'ragsync_deletions_held{source="blog"} 4.0' in daemon.http.get("/metrics").text
@@ -38,7 +38,7 @@ def test_webhook_deletions_past_the_share_are_held_until_an_operator_forces_them
     (report,) = reconcile.run(daemon.engine, ["blog"], force=True)   # the operator's word
     assert set(report.tombstoned) == held_ids and len(held_ids) == 4
     daemon.idle()
-    status = daemon.engine.status()
+    status = daemon.engine.snapshot().as_dict()
     assert status["sources"]["blog"]["pages_live"] == 6 and status["sources"]["blog"]["deletions_held"] == 0
     assert {h["doc_id"] for h in daemon.search("page", limit=50)} <= {str(i) for i in range(15, 21)}
 
@@ -52,10 +52,10 @@ def test_a_republished_page_is_no_longer_held(daemon_factory, wp):
     for i in (11, 12):
         wp.edit(i, status="draft")
         daemon.wp_event(i, "post.unpublished")
-    wait_for(lambda: daemon.engine.status()["sources"]["blog"]["deletions_held"] == 2, 60, "2 held")
+    wait_for(lambda: daemon.engine.snapshot().as_dict()["sources"]["blog"]["deletions_held"] == 2, 60, "2 held")
     wp.edit(11, status="publish")
     daemon.wp_event(11, "post.published")
-    wait_for(lambda: daemon.engine.status()["sources"]["blog"]["deletions_held"] == 1, 60, "1 held")
+    wait_for(lambda: daemon.engine.snapshot().as_dict()["sources"]["blog"]["deletions_held"] == 1, 60, "1 held")
 
 
 def test_churn_costs_nothing(daemon_factory, wp):
@@ -68,5 +68,5 @@ def test_churn_costs_nothing(daemon_factory, wp):
         wp.edit(1, status="publish")
         daemon.wp_event(1, "post.published")
         daemon.idle()
-    assert daemon.engine.status()["sources"]["blog"]["deletions_held"] == 0
+    assert daemon.engine.snapshot().as_dict()["sources"]["blog"]["deletions_held"] == 0
     assert daemon.doc_texts("blog", "1")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -20,8 +19,7 @@ from ragsync.config import EmbeddingConfig
 from ragsync.embed import LocalEmbedder
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError
-from tests.conftest import free_port, page_html, wp_source, words
-from tests.support import wait_for
+from tests.support import Harness, free_port, page_html, run_cli, wait_for, words, wp_source, write_config
 
 INFINITY = Path(os.environ.get("RAGSYNC_INFINITY", Path(__file__).resolve().parent.parent / ".venv-infinity"))
 SERVER_MODEL = "all-MiniLM-L6-v2"
@@ -43,9 +41,9 @@ def backends(model_cache):
 
 @pytest.mark.parametrize("backend", ["torch", "torch-int8", "onnx", "onnx-int8"])
 def test_each_backend_runs_the_loop_and_embeds_only_what_changed(backend, backends, wp, tmp_path):
-    from tests.conftest import Daemon, write_config
     embedder = backends(backend)
-    daemon = Daemon(write_config(tmp_path, wp_source(wp), f'[embedding]\nbackend = "{backend}"'), embedder)
+    daemon = Harness(write_config(tmp_path, wp_source(wp), f'reconcile_on_start = false\n[embedding]\nbackend = "{backend}"'),
+                     embedder)
     try:
         paragraphs = [words(i, 120) for i in range(8)] + ["Lifetimes name the scope for which a borrow is valid."]
         wp.publish(1, "Lifetimes", page_html(paragraphs, "Lifetimes"))
@@ -66,9 +64,8 @@ def test_each_backend_runs_the_loop_and_embeds_only_what_changed(backend, backen
 
 
 def test_an_index_built_by_another_backend_is_refused_then_reindexed(backends, wp, tmp_path):
-    from tests.conftest import Daemon, write_config
-    cfg = write_config(tmp_path, wp_source(wp), '[embedding]\nbackend = "torch"')
-    daemon = Daemon(cfg, backends("torch"))                     # fp32
+    cfg = write_config(tmp_path, wp_source(wp), 'reconcile_on_start = false\n[embedding]\nbackend = "torch"')
+    daemon = Harness(cfg, backends("torch"))                    # fp32
     wp.publish(1, "Closures", page_html(["Closures capture their environment by reference or by move."]))
     daemon.wp_event(1, "post.published")
     daemon.idle()
@@ -76,12 +73,8 @@ def test_an_index_built_by_another_backend_is_refused_then_reindexed(backends, w
 
     old_settings = config_mod.load(cfg)                        # what the running daemon started with
     cfg.write_text(cfg.read_text().replace('backend = "torch"', 'backend = "onnx-int8"'))
-    other = Engine(config_mod.load(cfg), embedder=backends("onnx-int8"))
-    try:
-        with pytest.raises(RagsyncError, match=r"built differently .*backend None → onnx-int8.*ragsync reindex"):
-            other.check_fingerprint()                          # int8 never mixed into an fp32 index
-    finally:
-        other.close()
+    with pytest.raises(RagsyncError, match=r"built differently .*backend None → onnx-int8.*ragsync reindex"):
+        Harness(cfg, backends("onnx-int8"))                    # int8 never mixed into an fp32 index
 
     old = Engine(old_settings, embedder=backends("torch"))
     try:
@@ -193,8 +186,7 @@ def test_an_index_built_locally_is_refused_by_a_server_config_at_start(infinity,
     cfg = tmp_path / "ragsync.toml"
     cfg.write_text(cfg.read_text().replace("[server]", server_section(infinity.url) + "\n[server]", 1)
                    .replace("port = 8787", f"port = {free_port()}"))
-    proc = subprocess.run([sys.executable, "-m", "ragsync", "--config", str(cfg), "serve"], capture_output=True,
-                          text=True, timeout=120, env=os.environ.copy())
+    proc = run_cli(cfg, "serve", timeout=120)
     line = proc.stderr.strip()
     assert proc.returncode == 1 and "\n" not in line, proc.stderr
     assert "provider None → openai" in line and "ragsync reindex" in line
@@ -209,8 +201,7 @@ def test_an_index_built_locally_is_refused_by_a_server_config_at_start(infinity,
 def test_a_bad_embedding_config_is_one_line_at_start(section, message, wp, tmp_path):
     cfg = tmp_path / "ragsync.toml"
     cfg.write_text(f'data_dir = "var"\n[server]\nport = {free_port()}\n{section}\n{wp_source(wp)}')
-    proc = subprocess.run([sys.executable, "-m", "ragsync", "--config", str(cfg), "serve"], capture_output=True,
-                          text=True, timeout=120, env=os.environ.copy())
+    proc = run_cli(cfg, "serve", timeout=120)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ragsync: error:") and message in lines[0], proc.stderr

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.conftest import page_html, signed, words
+from tests.support import page_html, signed, words
 
 BATCH = 20
 EXAMPLES = 500                      # × BATCH = 10,000 requests

@@ -23,8 +23,7 @@ from ragsync import reconcile
 from ragsync.datalock import DataLock
 from ragsync.errors import FetchError, StoreError
 from ragsync.extract import extract
-from tests.conftest import SECRET_ENV, ServeProcess, free_port, page_html, wp_source
-from tests.support import wait_for
+from tests.support import SECRET_ENV, ServeProcess, free_port, page_html, run_cli, wait_for, wp_source
 
 DEMO_PAGE = Path(__file__).resolve().parent.parent / "config" / "demo" / "pages" / "ch04-01-what-is-ownership.html"
 
@@ -37,11 +36,6 @@ def files_config(tmp_path: Path, extra: str = "") -> Path:
     cfg.write_text(f'data_dir = "var"\n[server]\nport = {free_port()}\nhttp_threads = 16\n{extra}\n'
                    f'[[sources]]\nname = "docs"\ntype = "files"\npath = "pages"\nwebhook_secret_env = "{SECRET_ENV}"\n')
     return cfg
-
-
-def cli(cfg: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ragsync", "--config", str(cfg), *args], capture_output=True,
-                          text=True, timeout=300)
 
 
 def test_header_flood_and_stalled_clients_do_not_take_the_daemon_down(tmp_path):
@@ -90,8 +84,8 @@ def test_a_starting_daemon_waits_for_a_cli_command_that_holds_the_store(tmp_path
         wait_for(lambda: "waiting up to" in log.read_text(), 60, "the daemon to say it waits")
         assert proc.poll() is None                          # waiting, not exited
         lock.release()
-        wait_for(lambda: cli(cfg, "status", "--json").returncode == 0, 180, "the daemon to serve status")
-        status = json.loads(cli(cfg, "status", "--json").stdout)
+        wait_for(lambda: run_cli(cfg, "status", "--json").returncode == 0, 180, "the daemon to serve status")
+        status = json.loads(run_cli(cfg, "status", "--json").stdout)
         assert status["daemon"] is not None                 # over HTTP: the daemon holds the store
     finally:
         proc.terminate()
@@ -120,7 +114,7 @@ def test_the_cli_never_sends_the_admin_token_to_another_server_on_the_port(tmp_p
     server = ThreadingHTTPServer(("127.0.0.1", port), _Impostor)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        out = cli(cfg, "status", "--json")
+        out = run_cli(cfg, "status", "--json")
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["daemon"] is None    # it opened the store itself
         assert not any("Authorization" in h or "authorization" in h for h in _Impostor.seen)
@@ -218,9 +212,9 @@ def test_pathological_headings_and_titles_stay_linear():
 def test_an_example_token_or_a_malformed_whsec_secret_stops_the_daemon_at_start(tmp_path, monkeypatch):
     cfg = files_config(tmp_path)
     monkeypatch.setenv("RAGSYNC_ADMIN_TOKEN", "change-me-admin")         # copied from an example file
-    out = cli(cfg, "serve")
+    out = run_cli(cfg, "serve")
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "example value" in out.stderr
     monkeypatch.setenv("RAGSYNC_ADMIN_TOKEN", "a-real-admin-token-0123456789")
     monkeypatch.setenv(SECRET_ENV, "whsec_not*base64!")
-    out = cli(cfg, "serve")
+    out = run_cli(cfg, "serve")
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "not valid base64" in out.stderr, out.stderr

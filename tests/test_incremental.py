@@ -1,4 +1,4 @@
-"""Incremental passes (DESIGN properties 3 and 4): content-addressed chunks, no re-embedding
+"""Incremental passes (embed only what changed; search never sees half a page): content-addressed chunks, no re-embedding
 of what is already right, no half-updated page, revision fencing and coalescing."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 from ragsync.errors import StoreError
-from tests.conftest import page_html, wait_for, words
+from tests.support import page_html, wait_for, words, wp_source
 
 
 def long_page(n: int = 24, seed: int = 0) -> list[str]:
@@ -27,10 +27,14 @@ def _counters(daemon) -> tuple[int, int]:
 def test_unchanged_republish_embeds_nothing_and_writes_nothing(daemon, wp):
     _index(daemon, wp, 1, long_page())
     embedded, writes = _counters(daemon)
+    fetched = wp.fetches[1]
     wp.edit(1, touch=False)                                   # "Update" with nothing changed
     daemon.wp_event(1, "post.updated")
     daemon.idle()
-    assert _counters(daemon) == (embedded, writes)
+    assert wp.fetches[1] == fetched + 1                       # the pass ran: it fetched the page...
+    wait_for(lambda: 'ragsync_passes_total{outcome="unchanged",source="blog"} 1.0' in daemon.http.get("/metrics").text,
+             10, "the pass's outcome to be counted")
+    assert _counters(daemon) == (embedded, writes)            # ...and found nothing to embed or write
 
 
 def test_one_paragraph_edit_embeds_at_most_two_chunks(daemon, wp):
@@ -151,13 +155,12 @@ def test_an_older_fetch_never_overwrites_a_newer_version(daemon, wp):
 
 
 def test_a_burst_of_webhooks_for_one_page_is_one_pass(wp, daemon_factory):
-    from tests.conftest import wp_source
     daemon = daemon_factory(wp_source(wp), consume=False)
     wp.publish(8, "Autosave", page_html(["Burst test paragraph."]))
     for _ in range(20):
         daemon.wp_event(8)
     assert len(daemon.engine.queue.pending()) == 1
-    assert daemon.engine.queue.huey.pending_count() == 1
+    assert daemon.engine.queue.depth() == 1
     daemon.engine.queue.start(2)
     daemon.idle()
     assert wp.fetches[8] == 1
@@ -181,7 +184,7 @@ def test_a_key_added_while_running_runs_again_after(daemon, wp):
     wait_for(entered.is_set, what="the first pass to start")
     wp.edit(9, html=page_html(["Second text, written while the first pass ran."]))
     daemon.wp_event(9)                                         # must not run concurrently, must not be lost
-    assert daemon.engine.queue.huey.pending_count() == 0       # coalesced into the running key
+    assert daemon.engine.queue.depth() == 0       # coalesced into the running key
     release.set()
     daemon.idle()
     assert daemon.doc_texts("blog", "9") == ["Second text, written while the first pass ran."]

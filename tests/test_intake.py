@@ -1,4 +1,4 @@
-"""The webhook door (DESIGN properties 6 and 7): every bad delivery gets a clear 4xx with a
+"""The webhook door (authenticated, replay-proof intake): every bad delivery gets a clear 4xx with a
 JSON reason, nothing is queued, the index is untouched, and no secret leaks."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from connectors.standard_webhooks import sign, verify
 from ragsync.errors import Rejected
-from tests.conftest import SECRET, signed
+from tests.support import SECRET, signed, wp_source
 from tests.fakes import FakeWordPress
 
 BODY = {"type": "post.published", "id": 5, "post_type": "post"}
@@ -31,7 +31,7 @@ def test_standard_webhooks_reference_vector():
 
 def _assert_nothing_queued(daemon):
     assert daemon.engine.queue.pending() == []
-    assert daemon.engine.queue.huey.pending_count() == 0
+    assert daemon.engine.queue.depth() == 0
 
 
 @pytest.fixture
@@ -159,7 +159,6 @@ def test_a_replayed_delivery_is_not_processed_twice(daemon, wp: FakeWordPress):
 
 
 def _source_with(wp: FakeWordPress, extra: str) -> str:
-    from tests.conftest import wp_source
     return wp_source(wp) + extra + "\n"
 
 

@@ -1,11 +1,11 @@
 """The end-to-end loop: signed WordPress webhook → ID-only fetch → chunk → embed → Qdrant,
-and everything that must make a page disappear again (DESIGN property 2)."""
+and everything that must make a page disappear again (unpublished means unsearchable)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import page_html, words
+from tests.support import page_html, words
 
 RUST = ("Ownership is a set of rules that govern how a Rust program manages memory. "
         "Each value has an owner, and when the owner goes out of scope the value is dropped.")

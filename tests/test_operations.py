@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (ADMIN_TOKEN, SECRET, SECRET_ENV, free_port, page_html, signed, wait_for, words, wp_source,
+from tests.support import (ADMIN_TOKEN, SECRET, SECRET_ENV, free_port, page_html, run_cli, signed, wait_for, words, wp_source,
                             write_config)
 
 
@@ -198,8 +198,8 @@ def test_web_and_worker_as_separate_processes_on_redis(tmp_path: Path, wp, redis
             log.close()
 
 
-def test_web_without_redis_is_a_one_line_error(tmp_path, wp):
+@pytest.mark.parametrize("role", ["web", "worker"])
+def test_web_or_worker_without_redis_is_a_one_line_error(role, tmp_path, wp):
     cfg = write_config(tmp_path, wp_source(wp), port=free_port())
-    out = subprocess.run([sys.executable, "-m", "ragsync", "--config", str(cfg), "worker"], capture_output=True,
-                         text=True, timeout=120, env={**os.environ, SECRET_ENV: SECRET})
+    out = run_cli(cfg, role, timeout=120)
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "redis_url" in out.stderr

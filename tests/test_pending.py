@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ragsync.pending import RedisPending, SqlitePending
-from tests.conftest import ServeProcess, free_port, page_html, wait_for, words, wp_source, write_config
+from tests.support import (ServeProcess, exported, free_port, page_html, published, wait_for, words, wp_source,
+                           write_config)
 
 K = ("blog", "42")
 
@@ -26,12 +27,12 @@ def record(request, tmp_path):
 
 
 def test_add_coalesces_while_queued_and_reruns_when_added_while_running(record):
-    assert record.add(K, "webhook") is True
-    assert record.add(K, "webhook") is False                 # waiting: one pass
+    assert record.add(K) is True
+    assert record.add(K) is False                 # waiting: one pass
     assert [(r.state, r.attempts) for r in record.rows()] == [("queued", 0)]
     assert record.claim(K, 30) is True
     assert record.claim(K, 30) is False                      # never two workers on one key
-    assert record.add(K, "webhook") is False                 # added while running ...
+    assert record.add(K) is False                 # added while running ...
     assert record.finish(K) is True                          # ... runs once more
     assert record.claim(K, 30) is True
     assert record.finish(K) is False
@@ -39,11 +40,11 @@ def test_add_coalesces_while_queued_and_reruns_when_added_while_running(record):
 
 
 def test_failures_retry_then_park_and_replay(record):
-    record.add(K, "webhook")
+    record.add(K)
     record.claim(K, 30)
     assert record.fail(K, "FetchError: HTTP 503", True, 3) == (1, False)
     assert record.rows()[0].state == "retry"
-    assert record.add(K, "webhook") is True                  # a new event runs a retrying key now
+    assert record.add(K) is True                  # a new event runs a retrying key now
     record.claim(K, 30)
     assert record.fail(K, "FetchError: HTTP 503", True, 3) == (2, False)
     record.claim(K, 30)
@@ -56,14 +57,14 @@ def test_failures_retry_then_park_and_replay(record):
 
 
 def test_permanent_errors_park_at_once(record):
-    record.add(K, "webhook")
+    record.add(K)
     record.claim(K, 30)
     assert record.fail(K, "FetchError: HTTP 400", False, 6) == (1, True)
 
 
 def test_expired_leases_are_taken_over_and_start_recovers_everything(record):
-    record.add(K, "webhook")
-    record.add(("blog", "7"), "webhook")
+    record.add(K)
+    record.add(("blog", "7"))
     record.claim(K, 0.05)
     assert record.stale() == []
     time.sleep(0.1)                                          # let the lease run out (it is the subject here)
@@ -76,16 +77,29 @@ def test_expired_leases_are_taken_over_and_start_recovers_everything(record):
     assert sorted(record.stale(waiting=True, running=True)) == [("blog", "42"), ("blog", "7")]  # ... unless sole owner
 
 
-def test_reconcile_records(record):
-    record.record_reconcile("blog", {"listed": 10, "added": 2, "updated": 1, "repaired": 0, "tombstoned": 1})
-    record.record_reconcile("blog", {"listed": 10, "added": 1, "updated": 0, "repaired": 0, "tombstoned": 0})
-    assert record.reconciles()["blog"]["caught_total"] == 5
-    assert record.reconciles()["blog"]["added"] == 1
+def test_notes_are_kept_per_kind_and_name_the_latest_winning(record):
+    record.note("reconcile", "blog", {"listed": 10, "caught_total": 4})
+    record.note("reconcile", "blog", {"listed": 12, "caught_total": 5})
+    record.note("poll", "blog", {"cursor": "2026-11-27T10:00:00Z"})
+    assert record.notes("reconcile") == {"blog": {"listed": 12, "caught_total": 5}}
+    assert record.notes("poll") == {"blog": {"cursor": "2026-11-27T10:00:00Z"}}
+    assert record.notes("audit") == {}
+
+
+def test_reconcile_figures_written_before_notes_existed_are_kept(tmp_path: Path):
+    import sqlite3
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.executescript("create table reconciles (source text primary key, last text not null, caught_total integer "
+                     "not null); insert into reconciles values ('blog', '{\"listed\": 7}', 3);")
+    db.commit()
+    db.close()
+    record = SqlitePending(tmp_path / "state.db")
+    assert record.notes("reconcile") == {"blog": {"listed": 7, "caught_total": 3}}
+    record.close()
 
 
 def test_kill_9_with_huey_and_the_record_on_redis(redis_url, tmp_path: Path, wp, embedder):
     from ragsync.chunk import Chunker
-    from tests.test_durability import exported, published
     cfg = write_config(tmp_path, wp_source(wp), f"reconcile_on_start = false\nworkers = 1\n[queue]\n"
                                                  f'redis_url = "{redis_url}"\nlease_s = 2', port=free_port())
     daemon = ServeProcess(cfg, tmp_path / "serve.log")

@@ -1,18 +1,15 @@
-"""`ragsync reconcile` (DESIGN property 5): converges exactly to the CMS's published state,
+"""`ragsync reconcile` (the level-triggered safety net): converges exactly to the CMS's published state,
 audits what Qdrant actually holds, re-embeds nothing that is right, refuses mass deletions."""
 
 from __future__ import annotations
 
 from ragsync import reconcile
-from ragsync.extract import extract
-from tests.conftest import page_html, words
+from tests.support import page_html, published, words
 
 
 def published_state(daemon, wp) -> dict[str, list[str]]:
     """What the index must hold: each published, unprotected post's chunk texts."""
-    chunker = daemon.engine.chunker
-    return {str(p.id): sorted(c.text for c in chunker.chunk(extract(p.html)))
-            for p in wp.posts.values() if p.status == "publish" and not p.password}
+    return published(wp, daemon.engine.chunker)
 
 
 def index_state(daemon) -> dict[str, list[str]]:
@@ -28,6 +25,15 @@ def seed(daemon, wp, n: int = 10) -> None:
     (report,) = reconcile.run(daemon.engine, ["blog"])
     assert len(report.added) == n and not report.errors
     assert index_state(daemon) == published_state(daemon, wp)
+
+
+def test_what_reconcile_catches_adds_up_across_runs(daemon, wp):
+    seed(daemon, wp, 3)                                       # caught 3 (the webhooks sent nothing)
+    wp.edit(1, html=page_html(["Edited while the webhook was lost."]))
+    wp.publish(4, "Also missed", page_html([words(4, 40)]))
+    reconcile.run(daemon.engine, ["blog"])                    # caught 2 more
+    last = daemon.engine.snapshot().reconcile["blog"]
+    assert (last["listed"], last["added"], last["updated"], last["caught_total"]) == (4, 1, 1, 5)
 
 
 def test_lost_webhooks_for_creates_edits_and_deletes_converge_in_one_run(daemon, wp):

@@ -5,28 +5,20 @@ webhook edits keep coming and searches keep answering, then switches atomically.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 from ragsync.chunk import Chunker
 from ragsync.extract import extract
 from ragsync.fingerprint import fingerprint, short
-from tests.conftest import ADMIN_TOKEN, SECRET, SECRET_ENV, page_html, words
+from tests.support import ADMIN_TOKEN, page_html, run_cli, words
 
 
 def _set_max_tokens(path: Path, n: int) -> None:
     text = path.read_text()
     head, _, _ = text.partition("\n[chunking]")
     path.write_text(f"{head}\n[chunking]\nmax_tokens = {n}\n")
-
-
-def _run(cfg: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ragsync", "--config", str(cfg), *args], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, SECRET_ENV: SECRET, "RAGSYNC_ADMIN_TOKEN": ADMIN_TOKEN})
 
 
 def test_a_changed_chunker_is_refused_at_start_with_a_clear_message(daemon, wp):
@@ -36,14 +28,14 @@ def test_a_changed_chunker_is_refused_at_start_with_a_clear_message(daemon, wp):
     daemon.close()                                      # frees the embedded store
     cfg = daemon.config.path
     _set_max_tokens(cfg, 120)
-    out = _run(cfg, "serve")
+    out = run_cli(cfg, "serve")
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1, out.stderr
     assert "max_tokens 200 → 120" in out.stderr and "ragsync reindex" in out.stderr
 
-    report = json.loads(_run(cfg, "reindex", "--drop-old", "--json").stdout)   # no daemon: it opens the store
+    report = json.loads(run_cli(cfg, "reindex", "--drop-old", "--json").stdout)   # no daemon: it opens the store
     assert (report["pages"], report["changed"], report["dropped_old"]) == (1, "max_tokens 200 → 120", True)
-    status = json.loads(_run(cfg, "status", "--json").stdout)
+    status = json.loads(run_cli(cfg, "status", "--json").stdout)
     assert status["collection"]["config_matches"] is True
     assert status["collection"]["fingerprint"]["max_tokens"] == 120
     assert not (cfg.parent / "var" / "qdrant" / "ragsync").exists()     # the old collection was dropped

@@ -9,7 +9,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from ragsync.index import ClientStore, EdgeStore, PageRecord
-from tests.conftest import page_html, write_config, wp_source
+from tests.support import page_html, write_config, wp_source
 
 
 @pytest.fixture(params=["edge", "client"])

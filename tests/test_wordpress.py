@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, SECRET, SECRET_ENV, ServeProcess, free_port, reconcile_cli, write_config
+from tests.support import ADMIN_TOKEN, SECRET, SECRET_ENV, ServeProcess, free_port, reconcile_cli, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

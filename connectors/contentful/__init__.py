@@ -18,10 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from connectors.base import (Connector, Delivery, Gone, Listed, Page, check_age, error_document, fill, hmac_sha256,
-                             iso_utc, json_body, json_object, no_verdict, refused, replay_id, same, well_formed)
+                             json_body, json_object, no_verdict, refused, replay_id, same, well_formed)
 from connectors.richtext import fields_html
-from ragsync.config import SourceConfig
 from ragsync.errors import ConfigError, FetchError, Rejected
+from ragsync.source import SourceConfig
+from ragsync.times import iso_utc
 
 TOPICS = frozenset(f"ContentManagement.Entry.{action}"
                    for action in ("publish", "unpublish", "archive", "unarchive", "delete"))

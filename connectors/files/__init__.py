@@ -9,8 +9,9 @@ from pathlib import Path
 
 from bs4 import BeautifulSoup
 
-from connectors.base import MAX_ANSWER_BYTES, Connector, Gone, Listed, Page, iso_utc
+from connectors.base import MAX_ANSWER_BYTES, Connector, Gone, Listed, Page
 from ragsync.errors import FetchError
+from ragsync.times import iso_utc
 
 
 ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")

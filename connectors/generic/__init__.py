@@ -18,10 +18,11 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.base import (Connector, Delivery, Gone, Listed, Page, error_document, iso_utc, json_body,
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, error_document, json_body,
                              json_object, no_verdict, refused)
 from connectors.richtext import fields_html
 from ragsync.errors import FetchError
+from ragsync.times import iso_utc
 
 EVENTS = frozenset({"document.published", "document.updated", "document.unpublished", "document.deleted"})
 

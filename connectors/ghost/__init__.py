@@ -13,9 +13,10 @@ from collections.abc import Iterator
 import httpx
 
 from connectors.base import (Connector, Delivery, Gone, Listed, Page, check_age, error_document, hmac_sha256,
-                             iso_utc, json_body, json_object, no_verdict, refused, replay_id, same, well_formed)
-from ragsync.config import SourceConfig
+                             json_body, json_object, no_verdict, refused, replay_id, same, well_formed)
 from ragsync.errors import ConfigError, Rejected
+from ragsync.source import SourceConfig
+from ragsync.times import iso_utc
 
 KINDS = ("post", "page")
 HEX = frozenset("0123456789abcdef")

@@ -16,11 +16,12 @@ from typing import Any
 
 import httpx
 
-from connectors.base import (Connector, Delivery, Gone, Listed, Page, error_document, fill, iso_utc, json_body,
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, error_document, fill, json_body,
                              json_object, no_verdict, refused, replay_id, same, well_formed)
 from connectors.richtext import fields_html
-from ragsync.config import SourceConfig
 from ragsync.errors import ConfigError, Rejected
+from ragsync.source import SourceConfig
+from ragsync.times import iso_utc
 
 DOC_ID_CHARS = frozenset(string.ascii_letters + string.digits)
 

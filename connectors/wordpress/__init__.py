@@ -12,10 +12,11 @@ from collections.abc import Iterator
 
 import httpx
 
-from connectors.base import (Connector, Delivery, Gone, Listed, Page, error_document, hmac_sha256, iso_utc,
+from connectors.base import (Connector, Delivery, Gone, Listed, Page, error_document, hmac_sha256,
                              json_body, json_object, no_verdict, refused, replay_id, same)
-from ragsync.config import SourceConfig
 from ragsync.errors import ConfigError, Rejected
+from ragsync.source import SourceConfig
+from ragsync.times import iso_utc
 
 EVENTS = frozenset({"post.published", "post.updated", "post.unpublished", "post.trashed", "post.deleted"})
 WP_WEBHOOKS_TRIGGERS = frozenset({"post_create", "post_update", "post_trash", "post_delete"})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from connectors.base import Gone, Page
@@ -20,8 +19,9 @@ from ragsync.chunk import Chunk, Chunker, point_id
 from ragsync.embed import Embedder
 from ragsync.extract import extract
 from ragsync.index import PageRecord, Store
+from ragsync.times import utcnow
 
-log = logging.getLogger("ragsync.worker")
+log = logging.getLogger("ragsync.pipeline")
 
 _PAYLOAD_FIELDS = ("title", "url", "modified", "chunk_index")
 
@@ -37,10 +37,6 @@ class Outcome:
 
     def __str__(self) -> str:
         return self.action
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Pipeline:

@@ -1,0 +1,252 @@
+"""The operations that both the `ragsync` commands and the admin API offer, written once:
+status, export, search, reconcile, reindex and the dead-letter queue. Each returns
+JSON-ready data. `Local` runs them on an engine in this process (the daemon's admin views
+and a command run while no daemon is); `Remote` asks a running daemon for the same over
+HTTP. `connect()` chooses between them once per command."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import httpx
+
+from ragsync import reconcile, reindex
+from ragsync.config import Config
+from ragsync.datalock import DataLock
+from ragsync.engine import Engine
+from ragsync.errors import RagsyncError, Rejected
+from ragsync.search import SearchFilter
+from ragsync.times import iso_utc
+
+DAEMON_WAIT_S = 60                  # for a daemon that holds the data_dir to answer
+MAX_QUERY_CHARS = 1000              # the model reads 256 word pieces; more is only cost
+MAX_LIMIT = 100
+
+Keys = Iterable[tuple[str, str]] | None     # None: every parked key
+
+
+class Operations:
+    """The contract. `daemon` is the URL of the daemon that answers, or None when this
+    process holds the store itself."""
+
+    daemon: str | None = None
+
+    def status(self) -> dict[str, Any]:
+        """Points, pages per source, pending work, the DLQ, reconcile figures, the collection."""
+        raise NotImplementedError
+
+    def export(self) -> Iterator[str]:
+        """Every chunk point's payload (and id) as one JSON text per point; no vectors."""
+        raise NotImplementedError
+
+    def search(self, query: str, limit: int = 10, *, source: str | None = None, url_prefix: str | None = None,
+               modified_after: str | None = None, modified_before: str | None = None) -> list[dict[str, Any]]:
+        """The nearest chunks of live pages, best first; a bad argument raises Rejected(400)."""
+        raise NotImplementedError
+
+    def reconcile(self, source: str | None = None, dry_run: bool = False, force: bool = False) -> list[dict[str, Any]]:
+        """One report per source (all when None), after its differences are applied."""
+        raise NotImplementedError
+
+    def reindex(self, source: str | None = None, drop_old: bool = False) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def dlq(self) -> list[dict[str, Any]]:
+        """The parked keys with their last error, oldest first."""
+        raise NotImplementedError
+
+    def replay(self, keys: Keys = None) -> list[list[str]]:
+        """Queue parked keys again; returns the keys moved."""
+        raise NotImplementedError
+
+    def drop(self, keys: Keys = None) -> list[list[str]]:
+        """Forget parked keys; returns the keys dropped."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Operations:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Local(Operations):
+    def __init__(self, engine: Engine, *, standalone: bool = False, lock: DataLock | None = None) -> None:
+        """`standalone`: no daemon runs, so a reconcile works the queue in this process.
+        `lock`: the data_dir lock this command holds until it closes."""
+        self.engine, self.standalone, self.lock = engine, standalone, lock
+
+    def status(self) -> dict[str, Any]:
+        return self.engine.snapshot().as_dict()
+
+    def export(self) -> Iterator[str]:
+        for pid, payload in self.engine.store.iter_chunks():
+            yield json.dumps({"id": pid, **payload})
+
+    def search(self, query: str, limit: int = 10, *, source: str | None = None, url_prefix: str | None = None,
+               modified_after: str | None = None, modified_before: str | None = None) -> list[dict[str, Any]]:
+        query = query.strip()
+        if not query:
+            raise Rejected(400, "missing query parameter 'q'")
+        if len(query) > MAX_QUERY_CHARS:
+            raise Rejected(400, f"'q' is longer than {MAX_QUERY_CHARS} characters")
+        if not 1 <= limit <= MAX_LIMIT:
+            raise Rejected(400, f"'limit' must be between 1 and {MAX_LIMIT}")
+        if source:
+            self._sources(source)
+        times = {}
+        for name, value in (("modified_after", modified_after), ("modified_before", modified_before)):
+            if value:
+                try:
+                    times[name] = iso_utc(value)
+                except ValueError:
+                    raise Rejected(400, f"'{name}' must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z") from None
+        where = SearchFilter(source=source or None, url_prefix=url_prefix or None, **times)
+        return [r.as_dict() for r in self.engine.search(query, limit, where)]
+
+    def reconcile(self, source: str | None = None, dry_run: bool = False, force: bool = False) -> list[dict[str, Any]]:
+        reports = reconcile.run(self.engine, self._sources(source), dry_run=dry_run, force=force,
+                                standalone=self.standalone)
+        return [r.as_dict() for r in reports]
+
+    def reindex(self, source: str | None = None, drop_old: bool = False) -> dict[str, Any]:
+        if source:
+            self._sources(source)
+        return reindex.run(self.engine, source=source or None, drop_old=drop_old).as_dict()
+
+    def dlq(self) -> list[dict[str, Any]]:
+        return [p.__dict__ for p in self.engine.queue.dead()]
+
+    def replay(self, keys: Keys = None) -> list[list[str]]:
+        return [list(k) for k in self.engine.queue.replay(_keys(keys))]
+
+    def drop(self, keys: Keys = None) -> list[list[str]]:
+        return [list(k) for k in self.engine.queue.drop(_keys(keys))]
+
+    def close(self) -> None:
+        self.engine.close()
+        if self.lock:
+            self.lock.release()
+
+    def _sources(self, name: str | None) -> list[str]:
+        configured = self.engine.config.sources
+        if name is None:
+            return list(configured)
+        if name not in configured:
+            raise Rejected(400, f"unknown source {name!r} (configured: {', '.join(configured) or 'none'})")
+        return [name]
+
+
+class Remote(Operations):
+    """The same calls through the admin API (bearer token) and /search of a running daemon."""
+
+    def __init__(self, url: str, config: Config) -> None:
+        self.daemon, self.config = url, config
+        self.http = httpx.Client(base_url=url, timeout=30.0)
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/admin/status")
+
+    def export(self) -> Iterator[str]:
+        with self.http.stream("GET", "/admin/export", headers=self._admin(), timeout=None) as resp:
+            _check(resp)
+            yield from resp.iter_lines()
+
+    def search(self, query: str, limit: int = 10, **filters: str | None) -> list[dict[str, Any]]:
+        token = self.config.search_token()
+        params = {"q": query, "limit": limit, **{k: v for k, v in filters.items() if v}}
+        resp = self.http.get("/search", params=params, headers={"authorization": f"Bearer {token}"} if token else None)
+        _check(resp)
+        return resp.json()["results"]
+
+    def reconcile(self, source: str | None = None, dry_run: bool = False, force: bool = False) -> list[dict[str, Any]]:
+        body = {"source": source, "dry_run": dry_run, "force": force}
+        return self._call("POST", "/admin/reconcile", json=body, timeout=None)["reports"]
+
+    def reindex(self, source: str | None = None, drop_old: bool = False) -> dict[str, Any]:
+        return self._call("POST", "/admin/reindex", json={"source": source, "drop_old": drop_old}, timeout=None)
+
+    def dlq(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/admin/dlq")["parked"]
+
+    def replay(self, keys: Keys = None) -> list[list[str]]:
+        return self._call("POST", "/admin/dlq/replay", json={"keys": _keys(keys)})["replayed"]
+
+    def drop(self, keys: Keys = None) -> list[list[str]]:
+        return self._call("POST", "/admin/dlq/drop", json={"keys": _keys(keys)})["dropped"]
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _admin(self) -> dict[str, str]:
+        token = self.config.admin_token()
+        if token is None:
+            raise RagsyncError(f"the daemon at {self.daemon} is running; set {self.config.admin_token_env} to talk to it")
+        return {"authorization": f"Bearer {token}"}
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.http.request(method, path, headers=self._admin(), **kwargs)
+        _check(resp)
+        return resp.json()
+
+
+def connect(config: Config) -> Operations:
+    """The daemon that owns this data_dir, over HTTP, when one runs; else the store opened in
+    this process. Embedded, this command then holds the data_dir's lock until it closes, so a
+    daemon that starts meanwhile waits for it instead of failing; and the admin token goes
+    only to the daemon whose /healthz repeats the instance id it wrote into data_dir."""
+    if config.qdrant_url:                     # server mode: any number of processes share the store
+        if healthz(config.base_url) is not None:
+            return Remote(config.base_url, config)
+        return Local(Engine(config), standalone=True)
+    lock = DataLock(config.data_dir)
+    if lock.try_acquire():
+        try:
+            return Local(Engine(config), standalone=True, lock=lock)
+        except BaseException:
+            lock.release()
+            raise
+    deadline = time.monotonic() + DAEMON_WAIT_S
+    while time.monotonic() < deadline:        # it may still be starting: loading the model, say
+        info = lock.announced() or {}
+        answer = healthz(info["url"]) if info.get("url") else None
+        if answer is not None and answer.get("instance") == info.get("instance"):
+            return Remote(info["url"], config)
+        time.sleep(0.2)
+    raise RagsyncError(f"another ragsync process holds {config.data_dir} but no daemon of it answers "
+                       f"within {DAEMON_WAIT_S}s (a CLI command still working? try again)")
+
+
+def healthz(url: str) -> dict[str, Any] | None:
+    """A ragsync daemon's /healthz answer at this URL, or None when none answers there."""
+    try:
+        resp = httpx.get(f"{url}/healthz", timeout=0.5)
+        body = resp.json()
+        return body if resp.status_code == 200 and body.get("service") == "ragsync" else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+
+
+def _keys(keys: Keys) -> list[tuple[str, str]] | None:
+    if keys is None:
+        return None
+    pairs = list(keys) if isinstance(keys, (list, tuple)) else None
+    if pairs is None or not all(isinstance(k, (list, tuple)) and len(k) == 2 for k in pairs):
+        raise Rejected(400, "'keys' must be a list of [source, doc_id] pairs")
+    return [(str(s), str(d)) for s, d in pairs]
+
+
+def _check(resp: httpx.Response) -> None:
+    if resp.status_code >= 400:
+        resp.read()
+        try:
+            message = resp.json().get("error", resp.text)
+        except ValueError:
+            message = resp.text[:200]
+        raise RagsyncError(f"daemon answered {resp.status_code}: {message}")
