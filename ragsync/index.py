@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ragsync.errors import StoreError
+from ragsync.source import env_secret
 
 PAGE_NS = uuid.UUID("0d7d2b8e-3f1a-4c55-9e41-7a0c6f2b9d13")
 FINGERPRINT_ID = str(uuid.uuid5(PAGE_NS, "ragsync:fingerprint"))   # a record beside the page records
@@ -477,7 +478,6 @@ def open_catalog(config, dim: int) -> Catalog:
     """A server when the config names one, else the embedded engine in data_dir."""
     if config.qdrant_url:
         from qdrant_client import QdrantClient
-        from ragsync.source import env_secret
         api_key = env_secret(config.qdrant_api_key_env, "[qdrant]") if config.qdrant_api_key_env else None
         return ClientCatalog(QdrantClient(url=config.qdrant_url, api_key=api_key), config.collection, dim)
     root = config.data_dir / "qdrant"
