@@ -97,8 +97,10 @@ class Connector:
         """The document's published state now, from the CMS's own API (never a URL from a body)."""
         raise NotImplementedError
 
-    def list(self) -> Iterator[Listed]:
-        """Every published document with its modified time (for the reconciler)."""
+    def list(self, since: str | None = None) -> Iterator[Listed]:
+        """Every published document with its modified time (for the reconciler and the audit).
+        With `since` (ISO 8601 UTC), only those modified after it, asked of the CMS itself so
+        that a poll costs O(changes), not O(pages); a few more (at `since` exactly) are fine."""
         raise NotImplementedError
 
     # -- helpers for HTTP connectors -------------------------------------------------------

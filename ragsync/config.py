@@ -30,7 +30,7 @@ _TABLES = {
     "qdrant": {"collection": "collection", "url": "qdrant_url", "api_key_env": "qdrant_api_key_env"},
     "queue": {k: k for k in ("max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s")},
     "chunking": {"max_tokens": "max_tokens"},
-    "reconcile": {k: k for k in ("max_delete_share", "delete_window_s")},
+    "reconcile": {k: k for k in ("max_delete_share", "delete_window_s", "poll_interval_s", "audit_interval_s")},
 }
 _KINDS: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
 
@@ -76,6 +76,8 @@ class Config:
     max_tokens: int = 200
     max_delete_share: float = 0.2
     delete_window_s: float = 3600.0            # webhook-path deletion guard: max_delete_share per window
+    poll_interval_s: float = 60.0              # ask each CMS what changed since the last poll; 0 = off
+    audit_interval_s: float = 900.0            # compare each CMS's listing with the page records; 0 = off
     embedding: EmbeddingConfig = EmbeddingConfig()
     sources: dict[str, SourceConfig] = field(default_factory=dict)
 
@@ -126,6 +128,9 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     settings: dict[str, Any] = {}
     for name, keys in _TABLES.items():
         settings.update(_settings(Config, _table(raw, name, set(keys)), keys))
+    for key in ("poll_interval_s", "audit_interval_s"):
+        if settings.get(key, 0) < 0:
+            raise ConfigError(f"[reconcile] {key} must be 0 (off) or a number of seconds, got {settings[key]!r}")
     embedding_keys = {f.name: f.name for f in fields(EmbeddingConfig)}
     embedding = _embedding(_table(raw, "embedding", set(embedding_keys)), embedding_keys)
     sources: dict[str, SourceConfig] = {}

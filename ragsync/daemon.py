@@ -13,6 +13,7 @@ import enum
 import logging
 import signal
 import threading
+import uuid
 
 from cheroot import wsgi
 from flask import Flask
@@ -24,6 +25,7 @@ from ragsync.embed import Embedder
 from ragsync.engine import Engine
 from ragsync.errors import ConfigError, RagsyncError
 from ragsync.operations import healthz
+from ragsync.poller import Poller
 from ragsync.web import create_app
 
 log = logging.getLogger("ragsync.daemon")
@@ -60,6 +62,7 @@ class Daemon:
         self.workers = config.workers if workers is None else workers
         self.http_threads = http_threads or config.http_threads
         self.engine: Engine | None = None
+        self.poller: Poller | None = None
         self.server: wsgi.Server | None = None
         self.url: str | None = None
         self._lock: DataLock | None = None
@@ -67,7 +70,7 @@ class Daemon:
 
     def start(self) -> None:
         """Checks first (secrets, tokens, the index's fingerprint), then the model, recovery of
-        pending keys, the workers, HTTP and the startup reconcile. Fails with one line."""
+        pending keys, the workers, HTTP, the startup reconcile and polling. Fails with one line."""
         config = self.config
         config.search_token()                        # named but unset, or an example value: fail now
         config.admin_token()
@@ -89,6 +92,9 @@ class Daemon:
                     engine.queue.start(self.workers)
                 if config.reconcile_on_start:
                     threading.Thread(target=_startup_reconcile, args=(engine,), daemon=True, name="reconcile").start()
+                if config.poll_interval_s or config.audit_interval_s:
+                    self.poller = Poller(engine, holder=uuid.uuid4().hex)
+                    self.poller.start()
             if self.server is not None:
                 if self._lock:
                     engine.instance = self._lock.announce(self.url)
@@ -106,6 +112,9 @@ class Daemon:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self.poller is not None:
+            self.poller.stop()
+            self.poller = None
         if self.engine is not None:
             self.engine.close()
             self.engine = None

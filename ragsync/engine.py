@@ -56,6 +56,7 @@ class Snapshot:
     writes: int
     sources: dict[str, SourceState]
     reconcile: dict[str, dict[str, float]]
+    polling: dict[str, dict[str, dict[str, Any]]]        # source → {"poll": ..., "audit": ...}: the last runs
     collection: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
@@ -219,10 +220,13 @@ class Engine:
                                         points=store.count_chunks({"metadata.source": name}),
                                         deletions_held=len(self.guard.held[name]))
         stamp = store.fingerprint()
+        polls = {clock: self.queue.notes(clock) for clock in ("poll", "audit")}
         return Snapshot(
             points=store.count_chunks(), pending=len(rows), oldest_pending_s=round(self.queue.oldest_pending_age(rows), 3),
             queue_depth=self.queue.depth(), dead=len(self.queue.dead()), chunks_embedded=self.embedder.embedded,
             writes=store.writes, sources=sources, reconcile=reconcile.last_runs(self.queue),
+            polling={name: {clock: notes[name] for clock, notes in polls.items() if name in notes}
+                     for name in self.config.sources},
             collection={"name": self.config.collection, "physical": self._live or None, "fingerprint": stamp,
                         "config_matches": stamp in (None, self.fingerprint)})
 

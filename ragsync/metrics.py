@@ -4,6 +4,7 @@ queue, the dead-letter queue, Qdrant, reconcile records) is read from it at scra
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,8 @@ class Metrics:
                                      ["source"], registry=r)
         self.caught = Counter("ragsync_reconcile_caught_total",
                               "Changes first found by reconcile (the webhooks missed them)", ["source"], registry=r)
+        self.poll_caught = Counter("ragsync_poll_caught_total", "Changes first found by polling (clock poll) or the "
+                                   "audit (clock audit): deliveries the webhooks lost", ["source", "clock"], registry=r)
         self.freshness = Histogram("ragsync_freshness_seconds", "CMS modified time → searchable, per indexed change",
                                    ["source"], buckets=FRESHNESS_BUCKETS, registry=r)
 
@@ -67,6 +70,10 @@ class Metrics:
         self.caught.labels(source).inc(caught)
         self.caught_here[source] += caught
 
+    def polled(self, source: str, clock: str, caught: int) -> None:
+        self.poll_caught.labels(source, clock).inc(caught)
+        self.caught_here[source] += caught
+
     def pass_applied(self, source: str, outcome: Outcome, now: float) -> None:
         self.chunks_embedded.labels(source).inc(outcome.embedded)
         self.chunks_reused.labels(source).inc(outcome.reused)
@@ -84,7 +91,7 @@ class _Scraped:
         self.engine, self.metrics = engine, metrics
 
     def collect(self):
-        snap = self.engine.snapshot()
+        snap, now = self.engine.snapshot(), time.time()
         yield _gauge("ragsync_pending_keys", "Keys waiting for or in a pass", snap.pending)
         yield _gauge("ragsync_queue_depth", "Tasks in the huey queue (coalesced keys share one)", snap.queue_depth)
         yield _gauge("ragsync_oldest_pending_seconds", "Age of the oldest pending key", snap.oldest_pending_s)
@@ -98,18 +105,23 @@ class _Scraped:
         held = GaugeMetricFamily("ragsync_deletions_held", "Deletions the webhook-path mass-deletion guard "
                                  "holds back (pending until its window has room)", labels=["source"])
         rate = GaugeMetricFamily("ragsync_catch_rate", "Share of the changes applied since start that reconcile "
-                                 "found first (0: the webhooks caught everything)", labels=["source"])
+                                 "or polling found first (0: the webhooks caught everything)", labels=["source"])
+        age = GaugeMetricFamily("ragsync_poll_age_seconds", "Seconds since the last successful poll or audit "
+                                "(absent: never ran)", labels=["source", "clock"])
         for source, state in snap.sources.items():
             pages.add_metric([source, "live"], state.pages_live)
             pages.add_metric([source, "gone"], state.pages_gone)
             held.add_metric([source], state.deletions_held)
             changed, caught = self.metrics.changes[source], self.metrics.caught_here[source]
             rate.add_metric([source], min(1.0, caught / changed) if changed else 0.0)
+            for clock, note in snap.polling.get(source, {}).items():
+                if note.get("ok_at"):
+                    age.add_metric([source, clock], max(0.0, now - note["ok_at"]))
         last = GaugeMetricFamily("ragsync_reconcile_last", "The last reconcile run's figures", labels=["source", "result"])
         for source, figures in snap.reconcile.items():
             for result, value in figures.items():
                 last.add_metric([source, result], float(value))
-        yield from (pages, held, rate, last)
+        yield from (pages, held, rate, age, last)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

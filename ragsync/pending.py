@@ -124,6 +124,11 @@ class Pending:
         """name → value of every note of this kind."""
         raise NotImplementedError
 
+    def lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew a named lease for `ttl_s`; False while another holder has it. Makes
+        one process of many do a job (polling); the embedded record has one process."""
+        return True
+
     def close(self) -> None:
         pass
 
@@ -366,6 +371,11 @@ if ARGV[3] == '1' and attempts < tonumber(ARGV[4]) then redis.call('HSET', KEYS[
 redis.call('HSET', KEYS[3], ARGV[1], cjson.encode({ARGV[2], attempts, tonumber(ARGV[5])}))
 redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], ARGV[1]) return {attempts, 1}
 """
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+"""
 _STALE = """
 local out = {}
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -388,8 +398,8 @@ class RedisPending(Pending):
         import redis
         self.r = redis.Redis.from_url(url, decode_responses=True)
         self.index, self.dead_key, self.prefix = f"{prefix}:pending", f"{prefix}:dead", f"{prefix}:p:"
-        self._add, self._claim, self._finish, self._fail, self._stale = (
-            self.r.register_script(s) for s in (_ADD, _CLAIM, _FINISH, _FAIL, _STALE))
+        self._add, self._claim, self._finish, self._fail, self._stale, self._lease = (
+            self.r.register_script(s) for s in (_ADD, _CLAIM, _FINISH, _FAIL, _STALE, _LEASE))
         old, caught = f"{self.prefix}reconcile", f"{self.prefix}caught"     # written before notes existed
         for source, last in self.r.hgetall(old).items():
             self.note("reconcile", source, {**json.loads(last), "caught_total": int(self.r.hget(caught, source) or 0)})
@@ -460,6 +470,9 @@ class RedisPending(Pending):
 
     def notes(self, kind):
         return {name: json.loads(v) for name, v in self.r.hgetall(f"{self.prefix}note:{kind}").items()}
+
+    def lease(self, name, holder, ttl_s):
+        return bool(self._lease([f"{self.prefix}lease:{name}"], [holder, int(ttl_s * 1000)]))
 
     def close(self):
         self.r.close()

@@ -182,6 +182,9 @@ class WorkQueue:
     def notes(self, kind: str) -> dict[str, dict[str, Any]]:
         return self._record.notes(kind)
 
+    def lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        return self._record.lease(name, holder, ttl_s)
+
     def drain(self, limit: int | None = None) -> None:
         """Run tasks that are due, here and now (for CLI commands when no daemon runs).
         Retries scheduled for later stay pending for the daemon."""

@@ -21,7 +21,7 @@ from ragsync.errors import RagsyncError
 
 if TYPE_CHECKING:
     from ragsync.engine import Engine
-    from ragsync.index import Store
+    from ragsync.index import PageRecord, Store
     from ragsync.queue import WorkQueue
 
 CAUGHT = ("added", "updated", "repaired", "tombstoned")      # changes the webhooks had missed
@@ -38,6 +38,7 @@ class SourceReport:
     tombstoned: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    newest: str = ""                    # the latest modified time the listing showed
 
     @property
     def keys(self) -> list[str]:
@@ -53,9 +54,22 @@ class SourceReport:
         return asdict(self)
 
 
-def plan(engine: Engine, source: str, force: bool = False, store: Store | None = None) -> SourceReport:
+def changed(record: PageRecord | None, modified: str) -> str | None:
+    """How a listed document differs from what its page record says: "added", "updated", or
+    None when the record is current (live at that revision, or known not public at it)."""
+    if record is not None and record.state == "gone" and record.modified == modified:
+        return None
+    if record is None or record.state != "live":
+        return "added"
+    return "updated" if record.modified != modified else None
+
+
+def plan(engine: Engine, source: str, force: bool = False, store: Store | None = None,
+         points: bool = True) -> SourceReport:
     """Work out the differences for one source without changing anything (against `store`,
-    by default the live one; a reindex checks its new collection the same way)."""
+    by default the live one; a reindex checks its new collection the same way). `points`
+    False compares the listing with the page records only (O(pages), the daemon's audit):
+    lost or orphaned chunk points are then left to the full run."""
     store = store or engine.store
     max_delete_share = engine.config.max_delete_share
     started = time.monotonic()
@@ -67,24 +81,24 @@ def plan(engine: Engine, source: str, force: bool = False, store: Store | None =
         report.errors.append(f"listing failed, nothing changed: {detail}")
         report.duration_s = time.monotonic() - started
         return report
-    report.listed = len(listed)
+    report.listed, report.newest = len(listed), max(listed.values(), default="")
     records = {rec.doc_id: rec for rec in store.iter_pages(source)}
     held: dict[str, set[str]] = defaultdict(set)
-    for pid, payload in store.iter_chunks({"metadata.source": source}):
+    for pid, payload in (store.iter_chunks({"metadata.source": source}) if points else ()):
         held[str(payload["metadata"].get("doc_id", ""))].add(pid)
 
     for doc_id, modified in listed.items():
         rec = records.get(doc_id)
-        if rec is not None and rec.state == "gone" and rec.modified == modified and doc_id not in held:
-            report.unchanged += 1                   # listed but known not public at this revision
-        elif rec is None or rec.state != "live":
-            report.added.append(doc_id)
-        elif rec.modified != modified:
-            report.updated.append(doc_id)
-        elif set(rec.live_ids) != held.get(doc_id, set()):
-            report.repaired.append(doc_id)          # points lost, orphaned or duplicated in Qdrant
-        else:
+        kind = changed(rec, modified)
+        if kind is None and points and rec is not None:
+            if rec.state == "gone" and doc_id in held:
+                kind = "added"                      # known not public, yet points remain
+            elif rec.state == "live" and set(rec.live_ids) != held.get(doc_id, set()):
+                kind = "repaired"                   # points lost, orphaned or duplicated in Qdrant
+        if kind is None:
             report.unchanged += 1
+        else:
+            getattr(report, kind).append(doc_id)
     live = {d for d, rec in records.items() if rec.state == "live"}
     report.tombstoned = sorted((live | set(held)) - set(listed))
 
@@ -107,9 +121,7 @@ def run(engine: Engine, sources: list[str], *, dry_run: bool = False, force: boo
         report = plan(engine, source, force=force)
         if not dry_run and report.keys:
             keys = [(source, doc_id) for doc_id in report.keys]
-            engine.guard.allow((source, doc_id) for doc_id in report.tombstoned)   # vetted above
-            for key in keys:
-                engine.queue.add(*key)
+            enqueue(engine, report)
             left = len(_wait(engine, keys, wait_s, standalone, f"reconcile {source}"))
             if left:
                 report.errors.append(f"{left} page(s) not applied yet (retrying; see `ragsync status`)")
@@ -121,6 +133,14 @@ def run(engine: Engine, sources: list[str], *, dry_run: bool = False, force: boo
             _record(engine, report)
         reports.append(report)
     return reports
+
+
+def enqueue(engine: Engine, report: SourceReport) -> int:
+    """Queue a plan's differences through the pass (each deletion is then confirmed by the
+    pass's own fetch; the plan's guard has vetted them). Returns how many were not already
+    pending: differences no webhook had announced."""
+    engine.guard.allow((report.source, doc_id) for doc_id in report.tombstoned)
+    return sum(engine.queue.add(report.source, doc_id) for doc_id in report.keys)
 
 
 def last_runs(queue: WorkQueue) -> dict[str, dict[str, float]]:

@@ -249,10 +249,11 @@ def bench_reconcile(n_pages: int, vectors: dict[str, list[float]], tmp: Path) ->
     wp.close()
 
 
-def _config_file(tmp: Path, wp: FakeWordPress) -> Path:
+def _config_file(tmp: Path, wp: FakeWordPress, polling: str = "poll_interval_s = 0\naudit_interval_s = 0") -> Path:
+    """Webhooks only unless `polling` sets the clocks: each part measures one mechanism."""
     path = tmp / "ragsync.toml"
-    path.write_text(f'data_dir = "var"\n[server]\nreconcile_on_start = false\n[[sources]]\nname = "blog"\n'
-                    f'type = "wordpress"\nbase_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
+    path.write_text(f'data_dir = "var"\n[server]\nreconcile_on_start = false\n[reconcile]\n{polling}\n[[sources]]\n'
+                    f'name = "blog"\ntype = "wordpress"\nbase_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
     return path
 
 

@@ -92,7 +92,8 @@ def sync_one(settings: dict, rows: list[dict], tmp: Path) -> dict:
         wp.publish(i, row["title"], row["html"])
     embedding = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
     path = tmp / "ragsync.toml"
-    path.write_text(f'data_dir = "var"\n[server]\nreconcile_on_start = false\n[embedding]\n{embedding}[[sources]]\nname = "blog"\ntype = "wordpress"\n'
+    path.write_text(f'data_dir = "var"\n[server]\nreconcile_on_start = false\n'
+                    f'[reconcile]\npoll_interval_s = 0\naudit_interval_s = 0\n[embedding]\n{embedding}[[sources]]\nname = "blog"\ntype = "wordpress"\n'
                     f'base_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
     daemon = Daemon(config_mod.load(path), port=0)              # started as `ragsync serve` starts
     daemon.start()

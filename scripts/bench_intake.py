@@ -85,7 +85,7 @@ def main() -> None:
     port = free_port()
     (tmp / "ragsync.toml").write_text(
         f'data_dir = "var"\n[server]\nport = {port}\nreconcile_on_start = false\nhttp_threads = {args.http_threads}\n'
-        f'[[sources]]\nname = "docs"\ntype = "files"\npath = "pages"\nwebhook_secret_env = "{SECRET_ENV}"\n')
+        f'[reconcile]\npoll_interval_s = 0\naudit_interval_s = 0\n[[sources]]\nname = "docs"\ntype = "files"\npath = "pages"\nwebhook_secret_env = "{SECRET_ENV}"\n')
     env = {**os.environ, SECRET_ENV: SECRET, "RAGSYNC_ADMIN_TOKEN": ADMIN_TOKEN}
     log = open(tmp / "serve.log", "w")
     proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "ragsync"), "--config", str(tmp / "ragsync.toml"), "serve"],

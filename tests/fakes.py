@@ -75,6 +75,9 @@ class FakeWordPress(FakeServer):
     def __init__(self) -> None:
         self.posts: dict[int, Post] = {}
         self.pretty_permalinks = True
+        self.list_calls = 0           # listing requests
+        self.listed_rows = 0          # entries they returned: a poll must cost O(changes)
+        self.unlisted: set[int] = set()   # published, fetchable, yet missing from listings (a truncated listing)
         super().__init__()
 
     # -- what a test does to the CMS ----------------------------------------------------------
@@ -124,14 +127,19 @@ class FakeWordPress(FakeServer):
                 return failure
             per_page = int(request.args.get("per_page", 10))
             page = int(request.args.get("page", 1))
+            after = moment(request.args["modified_after"]) if "modified_after" in request.args else None
             with self.lock:
                 posts = list(self.posts.values())
-            items = sorted((p for p in posts if p.type == BASES.get(base) and p.status == "publish"),
-                           key=lambda p: p.id)
+                self.list_calls += 1
+            items = sorted((p for p in posts if p.type == BASES.get(base) and p.status == "publish"
+                            and p.id not in self.unlisted and (after is None or p.modified > after)),
+                           key=(lambda p: (p.modified, p.id)) if request.args.get("orderby") == "modified" else (lambda p: p.id))
+
             pages = max(1, -(-len(items) // per_page))
             if page > pages:
                 return jsonify(code="rest_post_invalid_page_number", data={"status": 400}), 400
             chunk = items[(page - 1) * per_page: page * per_page]
+            self.listed_rows += len(chunk)
             body = [{"id": p.id, "modified_gmt": p.modified.strftime("%Y-%m-%dT%H:%M:%S")} for p in chunk]
             return jsonify(body), 200, {"X-WP-Total": str(len(items)), "X-WP-TotalPages": str(pages)}
 
@@ -186,6 +194,7 @@ class FakeDocs(FakeServer):
     def __init__(self) -> None:
         self.docs: dict[str, Doc] = {}
         self.list_calls = 0
+        self.listed_rows = 0          # entries listing requests matched: a poll must cost O(changes)
         super().__init__()
 
     def put(self, doc_id: str, title: str, kind: str = "posts", published: bool = True, **fields) -> Doc:
@@ -205,15 +214,26 @@ class FakeDocs(FakeServer):
         doc = self.docs.get(doc_id)
         return doc if doc and doc.published and kind in (None, doc.kind) else None
 
-    def published(self, kind: str | None = None) -> list[Doc]:
+    def published(self, kind: str | None = None, after: str | None = None) -> list[Doc]:
+        """The listing; `after` (a time as the CMS's modified-since filter gives it): only
+        what was modified after it, oldest first, as the CMS's own query answers."""
+        since = moment(after) if after else None
         with self.lock:
             self.list_calls += 1
-            return sorted((d for d in self.docs.values() if d.published and kind in (None, d.kind)),
-                          key=lambda d: d.id)
+            docs = [d for d in self.docs.values() if d.published and kind in (None, d.kind)
+                    and (since is None or d.modified > since)]
+            self.listed_rows += len(docs)
+            return sorted(docs, key=(lambda d: (d.modified, d.id)) if since else (lambda d: d.id))
 
 
-def stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+def stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def moment(text: str) -> datetime:
+    """A time as a CMS filter writes it ('2026-01-01T00:00:05Z', '2026-01-01 00:00:05', ...)."""
+    value = datetime.fromisoformat(text.strip().strip("'").replace(" ", "T").replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 class FakeGhost(FakeDocs):
@@ -243,7 +263,8 @@ class FakeGhost(FakeDocs):
             if request.args.get("key") != self.key:
                 return jsonify(errors=[{"type": "UnauthorizedError"}]), 401
             limit, page = int(request.args.get("limit", 15)), int(request.args.get("page", 1))
-            docs = self.published(kind)
+            nql = request.args.get("filter", "")
+            docs = self.published(kind, nql.removeprefix("updated_at:>") if nql.startswith("updated_at:>") else None)
             pages = max(1, -(-len(docs) // limit))
             chunk = docs[(page - 1) * limit: page * limit]
             return jsonify({kind: [{"id": d.id, "updated_at": stamp(d.modified)} for d in chunk],
@@ -283,7 +304,7 @@ class FakeStrapi(FakeDocs):
         def many(collection: str):
             page = int(request.args.get("pagination[page]", 1))
             size = min(100, int(request.args.get("pagination[pageSize]", 25)))
-            docs = self.published(collection)
+            docs = self.published(collection, request.args.get("filters[updatedAt][$gt]"))
             count = max(1, -(-len(docs) // size))
             chunk = docs[(page - 1) * size: page * size]
             return jsonify(data=[{"id": 7, "documentId": d.id, "updatedAt": stamp(d.modified)} for d in chunk],
@@ -321,6 +342,14 @@ class FakeContentful(FakeDocs):
                 return jsonify(sys={"type": "Error", "id": "NotFound"}, message="The resource could not be found.",
                                details={"type": "Entry", "id": doc_id}), 404
             return jsonify(entry(doc, request.args.get("locale")))
+
+        @app.get(f"{root}/entries")
+        def entries():
+            docs = [d for d in self.published(after=request.args.get("sys.updatedAt[gt]"))
+                    if request.args.get("content_type") in (None, d.kind)]
+            skip, limit = int(request.args.get("skip", 0)), min(1000, int(request.args.get("limit", 100)))
+            return jsonify(sys={"type": "Array"}, total=len(docs), skip=skip, limit=limit,
+                           items=[{"sys": entry(d, None)["sys"]} for d in docs[skip: skip + limit]])
 
         @app.get(f"{root}/sync")
         def sync():
@@ -368,7 +397,7 @@ class FakeGeneric(FakeDocs):
 
         @app.get("/documents")
         def many():
-            docs = self.published()
+            docs = self.published(after=request.args.get("modified_after"))
             start = int(request.args.get("cursor", 0))
             limit = int(request.args.get("limit", self.page_size))
             nxt = start + limit

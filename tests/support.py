@@ -51,6 +51,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "
 
 
 def write_config(tmp_path: Path, sources: str, extra: str = "", port: int = 8787) -> Path:
+    """`extra` goes under [server] (or opens its own tables). Polling is off unless `extra`
+    sets one of its clocks: each test says which mechanism it relies on."""
+    if "poll_interval_s" not in extra and "audit_interval_s" not in extra:
+        off = "poll_interval_s = 0\naudit_interval_s = 0\n"
+        extra = (extra.replace("[reconcile]\n", "[reconcile]\n" + off, 1) if "[reconcile]\n" in extra
+                 else f"{extra}\n[reconcile]\n{off}")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "ragsync.toml"
     path.write_text(f'data_dir = "var"\n[server]\nport = {port}\n{extra}\n{sources}\n', encoding="utf-8")
     return path

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -18,8 +19,8 @@ import pytest
 from connectors.base import Gone, Page
 from connectors.contentful import sign as contentful_sign
 from ragsync.errors import FetchError
-from tests.support import SECRET_ENV, signed, wait_for, wp_source
 from tests.fakes import FakeContentful, FakeDocs, FakeGeneric, FakeGhost, FakeStrapi
+from tests.support import SECRET_ENV, page_html, signed, wait_for, wp_source
 
 GHOST_SECRET = "ghost-hook-secret"
 STRAPI_TOKEN = "strapi-shared-header-token"
@@ -222,6 +223,33 @@ def test_listing_walks_every_page(kit, fake, daemon_factory):
     assert sorted(x.doc_id for x in listed) == sorted(kit.ids(i) for i in range(230) if i != 7)
     assert {x.modified for x in listed} >= {"2026-01-01T00:00:01Z", "2026-01-01T00:03:50Z"}
     assert fake.list_calls >= 3                                         # 100 per page at most
+
+
+def test_listing_since_asks_the_cms_only_for_what_changed(kit, fake, daemon_factory):
+    """The poll's query: the CMS's own modified-since filter, so 230 pages cost 3 rows."""
+    connector = daemon_factory(kit.toml(fake), consume=False).engine.connectors[kit.name]
+    for i in range(230):
+        fake.put(kit.ids(i), f"Doc {i}", **kit.fields(f"text {i}"))
+    cursor = "2026-01-01T00:03:47Z"                                   # doc 226's modified time
+    rows = fake.listed_rows
+    listed = list(connector.list(since=cursor))
+    assert [x.doc_id for x in listed] == [kit.ids(i) for i in (227, 228, 229)]   # after it, oldest first
+    assert fake.listed_rows - rows == 3
+
+
+def test_wordpress_and_files_list_since_too(wp, daemon_factory, tmp_path):
+    for i in range(1, 151):
+        wp.publish(i, f"Post {i}", page_html([f"text {i}"]))
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "pages" / "old.html").write_text("<h1>Old</h1>")
+    os.utime(tmp_path / "pages" / "old.html", (1_700_000_000, 1_700_000_000))
+    (tmp_path / "pages" / "new.html").write_text("<h1>New</h1>")
+    daemon = daemon_factory(wp_source(wp) + f'[[sources]]\nname = "docs"\ntype = "files"\npath = "pages"\n'
+                            f'webhook_secret_env = "{SECRET_ENV}"\n', consume=False)
+    rows = wp.listed_rows
+    assert [x.doc_id for x in daemon.engine.connectors["blog"].list(since="2026-01-01T00:02:28Z")] == ["149", "150"]
+    assert wp.listed_rows - rows == 2
+    assert [x.doc_id for x in daemon.engine.connectors["docs"].list(since="2024-01-01T00:00:00Z")] == ["new"]
 
 
 def test_webhook_to_search_to_unpublish(kit, fake, daemon_factory):

@@ -108,9 +108,13 @@ class ContentfulConnector(Connector):
         return Page(doc_id=doc_id, title=str(fields.get(self.source.options.get("title_field", "title")) or ""),
                     url=url, html=fields_html(fields, self.body_fields), modified=iso_utc(sys["updatedAt"]))
 
-    def list(self) -> Iterator[Listed]:
+    def list(self, since: str | None = None) -> Iterator[Listed]:
         """Every published entry, through an initial Sync (the whole published set, paged by
-        sync_token). Deletions show as the ids the index has and this listing lacks."""
+        sync_token). Deletions show as the ids the index has and this listing lacks. With
+        `since`: the Delivery API's entries updated after it, paged by skip."""
+        if since:
+            yield from self._updated_after(since)
+            return
         params: dict[str, Any] = {"initial": "true", "type": "Entry"}
         if len(self.content_types) == 1:
             params["content_type"] = next(iter(self.content_types))
@@ -131,6 +135,26 @@ class ContentfulConnector(Connector):
             if not token:
                 raise FetchError(f"{self.source.name}: Sync API nextPageUrl has no sync_token", transient=False)
             params = {"sync_token": token}
+
+    def _updated_after(self, since: str) -> Iterator[Listed]:
+        params: dict[str, Any] = {"sys.updatedAt[gt]": since, "order": "sys.updatedAt", "limit": 1000,
+                                  "select": "sys.id,sys.updatedAt,sys.contentType"}
+        if len(self.content_types) == 1:
+            params["content_type"] = next(iter(self.content_types))
+        skip = 0
+        while True:
+            resp = self._get("/entries", {**params, "skip": skip})
+            if resp.status_code != 200:
+                raise refused(self.source.name, "listing entries", resp)
+            body = json_body(resp)
+            items = body.get("items") or []
+            for item in items:
+                sys = item.get("sys") or {}
+                if not self.content_types or _link_id(sys.get("contentType")) in self.content_types:
+                    yield Listed(str(sys["id"]), iso_utc(sys["updatedAt"]))
+            skip += len(items)
+            if not items or skip >= int(body.get("total") or 0):
+                return
 
     def _get(self, route: str, params: dict[str, Any]) -> httpx.Response:
         return self.get(self.root + route, params, {"Authorization": f"Bearer {self.token('delivery_token_env')}"})

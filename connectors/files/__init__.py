@@ -51,8 +51,10 @@ class FilesConnector(Connector):
             modified=iso_utc(path.stat().st_mtime),
         )
 
-    def list(self) -> Iterator[Listed]:
+    def list(self, since: str | None = None) -> Iterator[Listed]:
+        """A folder has no query: `since` filters the stat() of each file (no file is read)."""
         for path in sorted(self.root.rglob("*.html")):
             doc_id = path.relative_to(self.root).with_suffix("").as_posix()
-            if self.valid_id(doc_id):                   # others could never be fetched by id
-                yield Listed(doc_id, iso_utc(path.stat().st_mtime))
+            modified = iso_utc(path.stat().st_mtime)
+            if self.valid_id(doc_id) and (since is None or modified > since):   # others could never be fetched by id
+                yield Listed(doc_id, modified)

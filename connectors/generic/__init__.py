@@ -53,8 +53,8 @@ class GenericConnector(Connector):
         return Page(doc_id=doc_id, title=str(doc.get("title") or ""), url=str(doc.get("url") or ""),
                     html=body, modified=iso_utc(doc["modified"]))
 
-    def list(self) -> Iterator[Listed]:
-        params: dict[str, Any] = {"limit": 100}
+    def list(self, since: str | None = None) -> Iterator[Listed]:
+        params: dict[str, Any] = {"limit": 100, **({"modified_after": since} if since else {})}
         while True:
             resp = self._get("/documents", params)
             if resp.status_code != 200:
@@ -64,7 +64,7 @@ class GenericConnector(Connector):
                 yield Listed(str(doc["id"]), iso_utc(doc["modified"]))
             if not body.get("next_cursor"):
                 return
-            params = {"limit": 100, "cursor": body["next_cursor"]}
+            params = {**params, "cursor": body["next_cursor"]}
 
     def _get(self, route: str, params: dict[str, Any] | None) -> httpx.Response:
         token = self.token("api_token_env")

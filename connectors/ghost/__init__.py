@@ -87,12 +87,14 @@ class GhostConnector(Connector):
                 raise no_verdict(self.source.name, f"{kind} {doc_id}", resp)
         return Gone(doc_id, "not published (NotFoundError)")
 
-    def list(self) -> Iterator[Listed]:
+    def list(self, since: str | None = None) -> Iterator[Listed]:
+        # Ghost's filter language (NQL) compares dates written 'YYYY-MM-DD HH:MM:SS', in UTC
+        order = ({"filter": f"updated_at:>'{since.replace('T', ' ').rstrip('Z')}'", "order": "updated_at asc"}
+                 if since else {"order": "id asc"})
         for kind in KINDS:
             page, pages = 1, 1
             while page <= pages:
-                resp = self._content(f"{kind}s/", {"limit": 100, "page": page, "fields": "id,updated_at",
-                                                   "order": "id asc"})
+                resp = self._content(f"{kind}s/", {"limit": 100, "page": page, "fields": "id,updated_at", **order})
                 if resp.status_code != 200:
                     raise refused(self.source.name, f"listing {kind}s", resp)
                 body = json_body(resp)

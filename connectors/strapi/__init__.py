@@ -75,13 +75,14 @@ class StrapiConnector(Connector):
                 raise no_verdict(self.source.name, f"{collection}/{doc_id}", resp)
         return Gone(doc_id, "not published (NotFoundError)")
 
-    def list(self) -> Iterator[Listed]:
+    def list(self, since: str | None = None) -> Iterator[Listed]:
+        order = ({"filters[updatedAt][$gt]": since, "sort": "updatedAt:asc"} if since
+                 else {"sort": "documentId:asc"})
         for collection in self.collections:
             page, pages = 1, 1
             while page <= pages:
                 resp = self._api(f"/{collection}", {"status": "published", "pagination[page]": page,
-                                                    "pagination[pageSize]": 100, "sort": "documentId:asc",
-                                                    "fields[0]": "updatedAt"})
+                                                    "pagination[pageSize]": 100, "fields[0]": "updatedAt", **order})
                 if resp.status_code != 200:
                     raise refused(self.source.name, f"listing {collection}", resp)
                 body = json_body(resp)

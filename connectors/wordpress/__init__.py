@@ -104,12 +104,13 @@ class WordPressConnector(Connector):
             )
         return Gone(doc_id, "not found (rest_post_invalid_id)")
 
-    def list(self) -> Iterator[Listed]:
+    def list(self, since: str | None = None) -> Iterator[Listed]:
+        order = {"orderby": "modified", "modified_after": since} if since else {"orderby": "id"}
         for base in self.rest_bases:
             page, pages = 1, 1
             while page <= pages:
-                resp = self._rest(f"/wp/v2/{base}", {"per_page": 100, "page": page, "orderby": "id",
-                                                     "order": "asc", "_fields": "id,modified_gmt"})
+                resp = self._rest(f"/wp/v2/{base}", {"per_page": 100, "page": page, "order": "asc",
+                                                     "_fields": "id,modified_gmt", **order})
                 if resp.status_code != 200:
                     raise refused(self.source.name, f"listing {base}", resp)
                 for post in json_body(resp):
