@@ -129,15 +129,18 @@ def status(cfg: Config, as_json: bool) -> None:
     click.echo(f"daemon   {data['daemon'] or 'not running'}")
     click.echo(f"points   {data['points']}    pending {data['pending']} (oldest {data['oldest_pending_s']}s)"
                f"    dead-letter {data['dead']}    embedded since start {data['chunks_embedded']}")
-    rows = [("source", "live pages", "gone", "points", "deletions held", "last reconcile", "caught (all time)")]
+    rows = [("source", "live pages", "gone", "points", "deletions held", "last reconcile", "caught (all time)",
+             "last poll / audit")]
     for name, s in data["sources"].items():
         rec = data["reconcile"].get(name, {})
         last = (f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(rec['at']))}Z listed {rec.get('listed', 0):.0f}"
                 if rec.get("at") else "never")
         if rec.get("errors"):
             last += f" ({rec['errors']:.0f} error(s): see --json or the log)"
+        polls = data["polling"].get(name, {})
         rows.append((name, str(s["pages_live"]), str(s["pages_gone"]), str(s["points"]), str(s["deletions_held"]),
-                     last, f"{rec.get('caught_total', 0):.0f}"))
+                     last, f"{rec.get('caught_total', 0):.0f}",
+                     " / ".join(_ago(polls.get(clock, {})) for clock in ("poll", "audit"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -229,6 +232,16 @@ def _dlq_action(action: str) -> Callable:
 
 dlq.command("replay")(_dlq_action("replay"))
 dlq.command("drop")(_dlq_action("drop"))
+
+
+def _ago(note: dict[str, Any]) -> str:
+    """A clock's last run for the status table: its age, or that it failed."""
+    if note.get("error") and note.get("at", 0) > note.get("ok_at", 0):
+        return "failed"
+    if not note.get("ok_at"):
+        return "never"
+    seconds = time.time() - note["ok_at"]
+    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
 
 
 def _key(text: str) -> tuple[str, str]:

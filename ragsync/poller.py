@@ -80,12 +80,13 @@ class Poller:
 
     def poll(self, source: str) -> int:
         """Queue the documents modified since the cursor whose page record differs; returns how
-        many no webhook had announced. Without a cursor yet, an audit sets one."""
+        many no webhook had announced. Without a cursor yet, the newest page record's time is
+        one (what came before it was indexed or is the audit's); with no page at all, an audit."""
         note = self.engine.queue.notes(POLL).get(source, {})
-        if not note.get("cursor"):
+        cursor = note.get("cursor") or max((p.modified for p in self.engine.store.iter_pages(source)), default="")
+        if not cursor:
             self.audit(source)
             return 0
-        cursor = note["cursor"]
         started = time.monotonic()
         since = iso_utc(datetime.fromisoformat(cursor.replace("Z", "+00:00")) - timedelta(seconds=OVERLAP_S))
         try:

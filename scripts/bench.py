@@ -17,6 +17,7 @@ import re
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ import httpx  # noqa: E402
 from ragsync import config as config_mod  # noqa: E402
 from ragsync import reconcile  # noqa: E402
 from ragsync.chunk import Chunker  # noqa: E402
-from ragsync.config import EmbeddingConfig  # noqa: E402
+from ragsync.config import Config, EmbeddingConfig  # noqa: E402
 from ragsync.daemon import Daemon  # noqa: E402
 from ragsync.embed import LocalEmbedder  # noqa: E402
 from ragsync.extract import extract  # noqa: E402
@@ -245,8 +246,70 @@ def bench_reconcile(n_pages: int, vectors: dict[str, list[float]], tmp: Path) ->
     (again,) = reconcile.run(engine, ["blog"])
     line("second reconcile right after", f"{time.perf_counter() - t:.1f}s, {sum(wp.fetches.values()) - fetched_before} "
                                          f"fetches, {embedder.embedded - embedded} embeds")
+    bench_polling(engine, wp, len(wp.posts))
     daemon.stop()
     wp.close()
+
+
+def bench_polling(engine, wp: FakeWordPress, pages: int) -> None:
+    """Idle cost of the two clocks at this size (CMS requests and ragsync CPU per minute at
+    the default intervals, from one measured poll and audit), then the lag of lost events
+    with webhooks off, on short clocks (lag − interval is what ragsync adds)."""
+    from ragsync.poller import Poller
+    poller = Poller(engine, "bench")
+    existing = sorted(wp.posts)
+    wp.clock += timedelta(hours=1)                                # the bulk is old news; one later edit
+    wp.edit(existing[-1], html="<p>The site's latest edit.</p>")
+    poller.audit("blog")                                          # sets the cursor
+    while engine.queue.pending():
+        time.sleep(0.05)
+
+    def measured(run) -> tuple[int, int, float, float]:
+        calls, fetches, rows = wp.list_calls, sum(wp.fetches.values()), wp.listed_rows
+        cpu, wall = time.thread_time(), time.perf_counter()
+        run()
+        return (wp.list_calls - calls + sum(wp.fetches.values()) - fetches, wp.listed_rows - rows,
+                (time.thread_time() - cpu) * 1000, (time.perf_counter() - wall) * 1000)
+
+    print(f"polling ({pages} pages, fake CMS, webhooks off)")
+    idle_poll = measured(lambda: poller.poll("blog"))
+    idle_audit = measured(lambda: poller.audit("blog"))
+    for i in existing[:10]:
+        wp.edit(i, html=f"<p>Edited without a webhook, page {i}.</p>")
+    busy_poll = measured(lambda: poller.poll("blog"))
+    while engine.queue.pending():
+        time.sleep(0.05)
+    for label, (requests, rows, cpu, wall) in (("poll, nothing changed", idle_poll),
+                                               ("poll, 10 pages changed", busy_poll),
+                                               ("audit (listing vs page records)", idle_audit)):
+        line(label, f"{requests} CMS requests, {rows} rows listed, {cpu:.1f} ms CPU, {wall:.0f} ms")
+    poll_s, audit_s = Config.poll_interval_s, Config.audit_interval_s     # the defaults
+    per_min = 60 / poll_s, 60 / audit_s
+    line(f"idle cost per minute at defaults (poll {poll_s:.0f} s, audit {audit_s:.0f} s)",
+         f"{idle_poll[0] * per_min[0] + idle_audit[0] * per_min[1]:.1f} CMS requests, "
+         f"{idle_poll[2] * per_min[0] + idle_audit[2] * per_min[1]:.0f} ms CPU")
+
+    poller.intervals = {"poll": 3.0, "audit": 10.0}
+    poller.start()
+    rnd = random.Random(5)
+    lags: dict[str, list[float]] = {"edit": [], "delete": []}
+    for n in range(6):
+        time.sleep(rnd.uniform(0, 3))                             # a random phase against the clocks
+        doc = str(existing[100 + n])
+        if n % 2 == 0:
+            wp.edit(int(doc), html=f"<p>Lost edit number {n}.</p>")
+            want = wp.posts[int(doc)].modified.strftime("%Y-%m-%dT%H:%M:%SZ")
+            done = lambda: (r := engine.store.page("blog", doc)) is not None and r.modified == want  # noqa: E731
+        else:
+            wp.delete(int(doc))
+            done = lambda: (r := engine.store.page("blog", doc)) is not None and r.state == "gone"  # noqa: E731
+        t = time.perf_counter()
+        while not done():
+            time.sleep(0.05)
+        lags["edit" if n % 2 == 0 else "delete"].append(time.perf_counter() - t)
+    poller.stop()
+    line("lost edit → searchable, poll every 3 s (max over 3)", f"{max(lags['edit']):.1f} s")
+    line("lost delete → gone, audit every 10 s (max over 3)", f"{max(lags['delete']):.1f} s")
 
 
 def _config_file(tmp: Path, wp: FakeWordPress, polling: str = "poll_interval_s = 0\naudit_interval_s = 0") -> Path:

@@ -5,6 +5,7 @@ MariaDB, php -S) sends the webhooks; every change is made through WordPress's ow
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ADMIN_TOKEN, SECRET, SECRET_ENV, ServeProcess, free_port, reconcile_cli, write_config
+from tests.support import ADMIN_TOKEN, SECRET, SECRET_ENV, ServeProcess, free_port, reconcile_cli, wait_for, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,9 +50,11 @@ def site(tmp_path: Path, monkeypatch):
     daemon = ServeProcess(cfg, tmp_path / "serve.log")
     rest = httpx.Client(base_url=f"http://127.0.0.1:{wp_port}/wp-json/wp/v2", timeout=30,
                         auth=("admin", (d / "app-password.txt").read_text().strip()))
-    yield {"daemon": daemon, "rest": rest, "dir": d, "cfg": cfg}
+    site = {"daemon": daemon, "rest": rest, "dir": d, "cfg": cfg, "url": f"http://127.0.0.1:{wp_port}",
+            "log": tmp_path / "serve.log"}
+    yield site
     rest.close()
-    daemon.stop()
+    site["daemon"].stop()
     for name in ("php.pgid", "mariadbd.pgid"):
         subprocess.run(["bash", "-c", f"kill -- -$(cat {d / name}) 2>/dev/null"], check=False)
     Path(f"/etc/wordpress/config-ragsync{wp_port}.php").unlink(missing_ok=True)
@@ -64,8 +67,10 @@ def _webhooks_received(daemon: ServeProcess) -> float:
     return 0.0
 
 
-def _wp_eval(site, php: str) -> None:
-    subprocess.run(["php", str(site["dir"] / "bin" / "wp-eval.php"), php], check=True, capture_output=True, timeout=60)
+def _wp_eval(site, php: str) -> str:
+    """Run PHP inside the site (as WP-CLI's eval would); what it echoes."""
+    return subprocess.run(["php", str(site["dir"] / "bin" / "wp-eval.php"), php], check=True, capture_output=True,
+                          text=True, timeout=60).stdout
 
 
 def test_real_wordpress_end_to_end(site):
@@ -124,3 +129,66 @@ def test_real_wordpress_end_to_end(site):
     report = reconcile_cli(site["cfg"])
     assert (report["added"], report["updated"], report["repaired"], report["tombstoned"]) == ([], [], [], [])
     assert report["listed"] == report["unchanged"] and not report["errors"]
+
+
+def _outbox(site) -> int:
+    return int(_wp_eval(site, "echo count((array) get_option('ragsync_outbox', array()));"))
+
+
+def test_the_plugin_outbox_levels_the_index_after_ragsync_was_down(site):
+    """ragsync stopped while 5 posts are published and 2 trashed; started again with no startup
+    reconcile and no polling, the plugin's own retries bring the index level."""
+    rest = site["rest"]
+    reconcile_cli(site["cfg"])                                     # WordPress's sample content
+    doomed = [str(rest.post("/posts", json={"title": f"Doomed {i}", "content": f"<p>Doomed crab {i}.</p>",
+                                            "status": "publish"}).json()["id"]) for i in range(2)]
+    site["daemon"].eventually(lambda t: all(d in t for d in doomed), "2 posts indexed")
+    assert site["daemon"].stop() == 0
+    fresh = [str(rest.post("/posts", json={"title": f"Written while down {i}", "status": "publish",
+                                           "content": f"<p>Crab news number {i}, sent while ragsync was down.</p>"}
+                           ).json()["id"]) for i in range(5)]
+    for d in doomed:
+        rest.delete(f"/posts/{d}")                                 # to the trash
+    assert _outbox(site) == 7                                      # every failed delivery kept, one per post
+
+    site["daemon"] = daemon = ServeProcess(site["cfg"], site["log"])
+    started = time.monotonic()
+    visited = [0.0]
+    with httpx.Client(base_url=site["url"], timeout=30) as visitor:
+
+        def level(texts: dict[str, str]) -> bool:
+            if time.monotonic() - visited[0] > 2:                 # site traffic: a request retries what is due
+                visitor.get("/wp-json/")
+                visited[0] = time.monotonic()
+            return all(f in texts for f in fresh) and not any(d in texts for d in doomed)
+        daemon.eventually(level, "the outbox to bring the index level", timeout=120)
+    print(f"\nragsync back → index level through the plugin's retries in {time.monotonic() - started:.1f}s")
+    wait_for(lambda: _outbox(site) == 0, 30, "the outbox to empty")
+
+
+def test_saving_the_settings_page_keeps_the_secret_and_refuses_a_bad_one(site):
+    """Settings → ragsync never shows the secret: submitting the form with the field empty must
+    keep it (deliveries go on), and a value that is not whsec_<base64> is refused and said."""
+    with httpx.Client(base_url=site["url"], timeout=30, follow_redirects=True) as admin:
+        admin.cookies.set("wordpress_test_cookie", "WP Cookie check")
+        admin.post("/wp-login.php", data={"log": "admin", "pwd": "admin-pass-123", "testcookie": "1",
+                                          "redirect_to": "/wp-admin/"})
+
+        def save(secret: str) -> str:
+            form = admin.get("/wp-admin/options-general.php", params={"page": "ragsync"}).text
+            nonce = re.search(r'name="_wpnonce" value="([^"]+)"', form).group(1)
+            return admin.post("/wp-admin/options.php", data={
+                "option_page": "ragsync", "action": "update", "_wpnonce": nonce,
+                "_wp_http_referer": "/wp-admin/options-general.php?page=ragsync",
+                "ragsync_webhook_url": _wp_eval(site, "echo get_option('ragsync_webhook_url');"),
+                "ragsync_webhook_secret": secret, "ragsync_post_types": "post,page"}).text
+
+        page = save("")                                            # "Save Changes" without retyping the secret
+        assert "Settings saved" in page and 'id="ragsync-outbox">0<' in page
+        assert _wp_eval(site, "echo get_option('ragsync_webhook_secret');") == SECRET
+        page = save("not-a-whsec-secret")
+        assert "must be whsec_" in page
+        assert _wp_eval(site, "echo get_option('ragsync_webhook_secret');") == SECRET
+    post = site["rest"].post("/posts", json={"title": "After saving", "status": "publish",
+                                             "content": "<p>Settings were saved and crabs still arrive.</p>"}).json()
+    site["daemon"].eventually(lambda t: "crabs still arrive" in t.get(str(post["id"]), ""), "a delivery after saving")

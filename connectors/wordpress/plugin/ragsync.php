@@ -2,7 +2,7 @@
 /**
  * Plugin Name: ragsync
  * Description: Tells ragsync when a post or page is published, updated, unpublished, trashed or deleted, so its search index follows the site within a second. Sends signed Standard Webhooks deliveries; ragsync then fetches the post from the REST API itself.
- * Version: 0.1.0
+ * Version: 0.2.0
  * Requires at least: 5.7
  * License: Apache-2.0
  *
@@ -11,7 +11,11 @@
  *   define('RAGSYNC_WEBHOOK_SECRET', 'whsec_...');     // the same secret ragsync reads from its env var
  *   define('RAGSYNC_POST_TYPES', 'post,page');          // optional
  *   define('RAGSYNC_WEBHOOK_TIMEOUT', 2);               // optional, seconds
- *   define('RAGSYNC_WEBHOOK_BLOCKING', false);          // optional; true waits for ragsync's 202
+ *   define('RAGSYNC_WEBHOOK_BLOCKING', true);           // optional; false: fire and forget, no outbox
+ *
+ * A delivery that fails (transport error, timeout, an answer other than 2xx) waits in an outbox
+ * (one entry per post, the latest event wins) and is retried with backoff by the next request
+ * to the site, by WP-Cron, or by Action Scheduler when present; Settings → ragsync shows it.
  */
 
 if (!defined('ABSPATH')) { exit; }
@@ -20,11 +24,20 @@ final class Ragsync_Plugin {
     /** @var array<int, array{type: string, id: int, post_type: string}> one event per post per request */
     private static $events = array();
 
+    const OUTBOX = 'ragsync_outbox';        // post id => {event, attempts, first_at, next_at, error}
+    const NEXT = 'ragsync_outbox_next';     // autoloaded: when the outbox is next due (0: empty), so
+                                            // an ordinary request pays nothing to find out
+    const STATUS = 'ragsync_delivery';      // {last_ok_at, last_error, last_error_at}
+    const MAX_ENTRIES = 5000;               // past this the oldest are dropped (ragsync's polling finds them)
+    const MAX_AGE = 172800;                 // two days: ragsync's audit and nightly reconcile have them by then
+    const MAX_PER_REQUEST = 25;             // retries one request may spend its shutdown on
+
     public static function boot() {
         add_action('transition_post_status', array(__CLASS__, 'on_transition'), 10, 3);
         add_action('post_updated', array(__CLASS__, 'on_post_updated'), 10, 3);
         add_action('before_delete_post', array(__CLASS__, 'on_delete'), 10, 1);
         add_action('shutdown', array(__CLASS__, 'send'), 1);
+        add_action('ragsync_retry', array(__CLASS__, 'retry'));
         add_action('admin_menu', array(__CLASS__, 'admin_menu'));
         add_action('admin_init', array(__CLASS__, 'register_settings'));
     }
@@ -75,40 +88,160 @@ final class Ragsync_Plugin {
         if ($post) { self::queue('post.deleted', $post); }
     }
 
-    /** At shutdown, so terms and meta saved after wp_insert_post() are visible to ragsync's fetch. */
+    /** At shutdown, so terms and meta saved after wp_insert_post() are visible to ragsync's fetch;
+     *  then whatever in the outbox is due: the next request to the site is the retry. */
     public static function send() {
-        $url = esc_url_raw((string) self::setting('webhook_url'), array('http', 'https'));
-        $secret = self::setting('webhook_secret');
-        if (empty(self::$events) || !$url || strpos($secret, 'whsec_') !== 0) { return; }
-        $key = base64_decode(substr($secret, 6), true);
-        if ($key === false) { error_log('ragsync: webhook secret is not whsec_<base64>'); return; }
-        foreach (self::$events as $event) {
-            $body = wp_json_encode($event);
-            $id = 'msg_' . str_replace('-', '', wp_generate_uuid4());
-            $timestamp = time();
-            $signature = base64_encode(hash_hmac('sha256', $id . '.' . $timestamp . '.' . $body, $key, true));
-            // wp_safe_remote_post refuses private hosts and odd ports; ragsync's own host and
-            // port (often 127.0.0.1:8787) are allowed, nothing else
-            add_filter('http_request_host_is_external', array(__CLASS__, 'is_ragsync_host'), 10, 2);
-            add_filter('http_allowed_safe_ports', array(__CLASS__, 'ragsync_port'));
-            $response = wp_safe_remote_post($url, array(
-                'blocking' => (bool) self::setting('webhook_blocking', false),
-                'timeout'  => (float) self::setting('webhook_timeout', 2),
-                'headers'  => array(
-                    'Content-Type'      => 'application/json',
-                    'webhook-id'        => $id,
-                    'webhook-timestamp' => (string) $timestamp,
-                    'webhook-signature' => 'v1,' . $signature,
-                ),
-                'body'     => $body,
-            ));
-            remove_filter('http_request_host_is_external', array(__CLASS__, 'is_ragsync_host'), 10);
-            remove_filter('http_allowed_safe_ports', array(__CLASS__, 'ragsync_port'));
-            if (is_wp_error($response)) {
-                error_log('ragsync: delivery failed: ' . $response->get_error_message());
-            }
-        }
+        $events = self::$events;
         self::$events = array();
+        if (empty($events) && !self::due()) { return; }
+        $target = self::target(!empty($events));
+        if ($target === null) { return; }
+        $failed = array();
+        foreach ($events as $event) {
+            $error = self::deliver($target, $event);
+            if ($error !== null) { $failed[$event['id']] = array($event, $error); }
+        }
+        if (!empty($failed) || (int) get_option(self::NEXT, 0) > 0) {    // an empty outbox stays untouched
+            self::update_outbox(function ($box) use ($events, $failed) {
+                foreach ($events as $event) { unset($box[$event['id']]); }   // delivered now: the latest wins
+                foreach ($failed as $id => list($event, $error)) {
+                    $box[$id] = array('event' => $event, 'attempts' => 1, 'first_at' => time(),
+                                      'next_at' => time() + self::backoff(1), 'error' => $error);
+                }
+                return $box;
+            });
+        }
+        if (self::due()) { self::retry(); }
+    }
+
+    /** Deliver what is due in the outbox (WP-Cron, Action Scheduler, or a request's shutdown). */
+    public static function retry() {
+        $target = self::target(true);
+        if ($target === null) { return; }
+        self::update_outbox(function ($box) use ($target) {
+            $now = time();
+            $tried = 0;
+            foreach ($box as $id => $entry) {
+                if ($entry['first_at'] < $now - self::MAX_AGE) {
+                    error_log("ragsync: gave up on post $id after {$entry['attempts']} attempts: {$entry['error']}");
+                    unset($box[$id]);
+                    continue;
+                }
+                if ($entry['next_at'] > $now || $tried >= self::MAX_PER_REQUEST) { continue; }
+                $tried++;
+                $error = self::deliver($target, $entry['event']);
+                if ($error === null) {
+                    unset($box[$id]);
+                } else {
+                    $box[$id]['attempts']++;
+                    $box[$id]['next_at'] = $now + self::backoff($box[$id]['attempts']);
+                    $box[$id]['error'] = $error;
+                }
+            }
+            return $box;
+        });
+    }
+
+    private static function due() {
+        $next = (int) get_option(self::NEXT, 0);
+        return $next > 0 && $next <= time();
+    }
+
+    /** 2, 4, 8 … seconds, at most a minute: a restarted ragsync hears from the site within one. */
+    private static function backoff($attempts) {
+        return min(60, 2 ** min(6, (int) $attempts));
+    }
+
+    /** The URL and signing key, or null, said once in the log when there is something to send. */
+    private static function target($log) {
+        $url = esc_url_raw((string) self::setting('webhook_url'), array('http', 'https'));
+        $secret = trim((string) self::setting('webhook_secret'));
+        $problem = null;
+        if (!$url) {
+            $problem = 'no webhook URL is set (Settings → ragsync or RAGSYNC_WEBHOOK_URL)';
+        } elseif ($secret === '') {
+            $problem = 'no webhook secret is set (Settings → ragsync or RAGSYNC_WEBHOOK_SECRET)';
+        } elseif (strpos($secret, 'whsec_') !== 0 || ($key = base64_decode(substr($secret, 6), true)) === false || $key === '') {
+            $problem = 'the webhook secret is not whsec_<base64> (copy it exactly as ragsync\'s variable holds it)';
+        }
+        if ($problem !== null) {
+            if ($log) { error_log("ragsync: nothing sent: $problem"); }
+            return null;
+        }
+        return array('url' => $url, 'key' => $key);
+    }
+
+    /** One signed delivery; null when ragsync took it (2xx), else why not. */
+    private static function deliver($target, $event) {
+        $body = wp_json_encode($event);
+        $id = 'msg_' . str_replace('-', '', wp_generate_uuid4());
+        $timestamp = time();
+        $signature = base64_encode(hash_hmac('sha256', $id . '.' . $timestamp . '.' . $body, $target['key'], true));
+        $blocking = (bool) self::setting('webhook_blocking', true);
+        // wp_safe_remote_post refuses private hosts and odd ports; ragsync's own host and
+        // port (often 127.0.0.1:8787) are allowed, nothing else
+        add_filter('http_request_host_is_external', array(__CLASS__, 'is_ragsync_host'), 10, 2);
+        add_filter('http_allowed_safe_ports', array(__CLASS__, 'ragsync_port'));
+        $response = wp_safe_remote_post($target['url'], array(
+            'blocking' => $blocking,
+            'timeout'  => (float) self::setting('webhook_timeout', 2),
+            'headers'  => array(
+                'Content-Type'      => 'application/json',
+                'webhook-id'        => $id,
+                'webhook-timestamp' => (string) $timestamp,
+                'webhook-signature' => 'v1,' . $signature,
+            ),
+            'body'     => $body,
+        ));
+        remove_filter('http_request_host_is_external', array(__CLASS__, 'is_ragsync_host'), 10);
+        remove_filter('http_allowed_safe_ports', array(__CLASS__, 'ragsync_port'));
+        $error = null;
+        if (is_wp_error($response)) {
+            $error = $response->get_error_message();
+        } elseif ($blocking) {
+            $code = (int) wp_remote_retrieve_response_code($response);
+            if ($code < 200 || $code > 299) { $error = "ragsync answered HTTP $code"; }
+        }
+        $status = (array) get_option(self::STATUS, array());
+        if ($error !== null) {
+            error_log("ragsync: delivery of {$event['type']} for post {$event['id']} failed: $error");
+            update_option(self::STATUS, array_merge($status, array('last_error' => $error, 'last_error_at' => time())), false);
+        } elseif (time() - ($status['last_ok_at'] ?? 0) >= 60) {     // one write a minute at most
+            update_option(self::STATUS, array_merge($status, array('last_ok_at' => time())), false);
+        }
+        return $blocking ? $error : null;   // fire and forget cannot know: nothing to keep
+    }
+
+    /** Read-modify-write of the outbox under a MySQL named lock (several PHP workers share it),
+     *  bypassing the options cache; then the next due time and a WP-Cron/Action Scheduler wake-up. */
+    private static function update_outbox($change) {
+        global $wpdb;
+        if (!$wpdb->get_var("SELECT GET_LOCK('ragsync_outbox', 5)")) { return; }
+        try {
+            wp_cache_delete(self::OUTBOX, 'options');
+            wp_cache_delete('notoptions', 'options');
+            $box = $change((array) get_option(self::OUTBOX, array()));
+            if (count($box) > self::MAX_ENTRIES) {
+                uasort($box, function ($a, $b) { return $a['first_at'] - $b['first_at']; });
+                $dropped = count($box) - self::MAX_ENTRIES;
+                error_log("ragsync: outbox full, dropped the $dropped oldest deliveries");
+                $box = array_slice($box, $dropped, null, true);
+            }
+            update_option(self::OUTBOX, $box, false);
+            $next = empty($box) ? 0 : min(array_column($box, 'next_at'));
+            update_option(self::NEXT, $next, true);
+        } finally {
+            $wpdb->query("SELECT RELEASE_LOCK('ragsync_outbox')");
+        }
+        if ($next > 0) { self::wake_at($next); }
+    }
+
+    private static function wake_at($when) {
+        if (function_exists('as_schedule_single_action')) {
+            if (!as_next_scheduled_action('ragsync_retry')) { as_schedule_single_action($when, 'ragsync_retry'); }
+        } elseif (!wp_next_scheduled('ragsync_retry')) {
+            wp_schedule_single_event($when, 'ragsync_retry');
+        }
     }
 
     public static function is_ragsync_host($external, $host) {
@@ -131,10 +264,20 @@ final class Ragsync_Plugin {
         register_setting('ragsync', 'ragsync_webhook_secret', array('type' => 'string', 'sanitize_callback' => array(__CLASS__, 'keep_secret')));
     }
 
-    /** The form never shows the secret, so an empty field means "unchanged", never "erase". */
+    /** The form never shows the secret, so an empty field means "unchanged", never "erase";
+     *  a value that cannot sign anything is refused (and said) instead of silencing deliveries. */
     public static function keep_secret($value) {
         $value = trim((string) $value);
-        return $value === '' ? (string) get_option('ragsync_webhook_secret', '') : $value;
+        $stored = (string) get_option('ragsync_webhook_secret', '');
+        if ($value === '') { return $stored; }
+        $key = strpos($value, 'whsec_') === 0 ? base64_decode(substr($value, 6), true) : false;
+        if ($key === false || $key === '') {
+            add_settings_error('ragsync_webhook_secret', 'ragsync_secret',
+                'ragsync: the secret must be whsec_<base64>, exactly as ragsync\'s variable holds it; the previous secret is kept.');
+            error_log('ragsync: refused a webhook secret that is not whsec_<base64>; the previous one is kept');
+            return $stored;
+        }
+        return $value;
     }
 
     public static function settings_page() {
@@ -150,7 +293,19 @@ final class Ragsync_Plugin {
         }
         echo '</table>';
         submit_button();
-        echo '</form></div>';
+        echo '</form>';
+        $box = (array) get_option(self::OUTBOX, array());
+        $status = (array) get_option(self::STATUS, array());
+        $when = function ($t) { return $t ? esc_html(human_time_diff((int) $t) . ' ago') : 'never'; };
+        echo '<h2>Delivery</h2><table class="form-table">';
+        printf('<tr><th>Waiting to be retried</th><td id="ragsync-outbox">%d</td></tr>', count($box));
+        if ($box) {
+            printf('<tr><th>Oldest waiting since</th><td>%s</td></tr>', $when(min(array_column($box, 'first_at'))));
+        }
+        printf('<tr><th>Last delivered</th><td>%s</td></tr>', $when($status['last_ok_at'] ?? 0));
+        printf('<tr><th>Last error</th><td id="ragsync-last-error">%s</td></tr>', isset($status['last_error'])
+            ? esc_html($status['last_error']) . ' (' . $when($status['last_error_at']) . ')' : 'none');
+        echo '</table></div>';
     }
 }
 
