@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import re
 import sys
 import tempfile
 import time
+import traceback
 from datetime import timedelta
 from pathlib import Path
 
@@ -71,7 +73,6 @@ def main() -> None:
     ap.add_argument("--reconcile-pages", type=int, default=10_000)
     ap.add_argument("--no-baseline", action="store_true", help="skip the raw encode (no ratio)")
     args = ap.parse_args()
-    import os
     os.environ[SECRET_ENV] = SECRET
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     rows = [json.loads(x) for x in open(args.corpus, encoding="utf-8")]
@@ -321,4 +322,8 @@ def _config_file(tmp: Path, wp: FakeWordPress, polling: str = "poll_interval_s =
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)                 # the daemon's worker threads must not keep a failed run alive

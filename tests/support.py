@@ -226,5 +226,9 @@ class ServeProcess:
         return code
 
     def close(self) -> None:
+        """Never leave a daemon behind: one still running here is killed."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
         self.http.close()
         self.log.close()
