@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import httpx
 
 from connectors import standard_webhooks
-from ragsync.errors import FetchError, Rejected
+from ragsync.errors import ConfigError, FetchError, Rejected
 from ragsync.source import SourceConfig, env_secret
 
 
@@ -120,12 +120,37 @@ class Connector:
             out.extend(parts if len(parts) > 1 and all(p.startswith("whsec_") for p in parts) else [value])
         return out
 
+    #: whether the connector reaches the CMS at `base_url` (a folder of files does not)
+    needs_base_url: ClassVar[bool] = True
+
+    def check_settings(self) -> None:
+        """At start and in `ragsync check`: settings without which no fetch can work."""
+        base = self.source.base_url
+        if self.needs_base_url and not base:
+            raise ConfigError(f"source {self.source.name!r}: base_url is not set: set it to the CMS's address "
+                              "(e.g. https://www.example.com)")
+        if base and not base.startswith(("http://", "https://")):
+            raise ConfigError(f"source {self.source.name!r}: base_url must start with http:// or https://, got {base!r}")
+
     def check_secrets(self) -> None:
         """At start: a secret that can never verify anything is a one-line error now, not a
-        503 on every delivery later."""
+        503 on every delivery later. A Standard Webhooks sender (ragsync's WordPress plugin,
+        every library) signs nothing with a secret that is not whsec_<base64>."""
         for secret in self.secrets():
             if self.signs_standard_webhooks:
+                if not secret.startswith("whsec_"):
+                    raise ConfigError(f"source {self.source.name!r}: the webhook secret in "
+                                      f"{self.source.webhook_secret_env} must look like whsec_<base64> (senders "
+                                      "refuse anything else): make one with python3 -c 'import base64, os; "
+                                      "print(\"whsec_\" + base64.b64encode(os.urandom(24)).decode())'")
                 standard_webhooks.secret_key(secret)
+
+    def setup(self, url: str) -> list[str]:
+        """What to set in the CMS so that its webhooks reach this source (`ragsync check`)."""
+        return [f"webhook URL: {url} (POST, Content-Type: application/json)",
+                "signature: Standard Webhooks (headers webhook-id, webhook-timestamp, webhook-signature)",
+                f"secret: the value of ${self.source.webhook_secret_env} (whsec_<base64>)",
+                'body: {"type": "<event>", "id": "<document id>"}']
 
     def token(self, option: str) -> str | None:
         """A secret named by an `*_env` option (e.g. api_token_env), read from the environment."""

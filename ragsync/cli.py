@@ -60,10 +60,10 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
     logs.setup(logging.WARNING)
 
 
-def _daemon(cfg: Config, role: str) -> None:
+def _daemon(cfg: Config, role: str, port: int | None = None) -> None:
     from ragsync.daemon import Daemon, Role
     logs.daemon_level()
-    Daemon(cfg, Role(role)).run()
+    Daemon(cfg, Role(role), port=port).run()
 
 
 @cli.command()
@@ -81,10 +81,35 @@ def web(cfg: Config) -> None:
 
 
 @cli.command()
+@click.option("--port", type=click.IntRange(0, 65535),
+              help="health and metrics port ([server] worker_port, 8788; 0: none): one per worker on a host")
 @_config_option
-def worker(cfg: Config) -> None:
+def worker(cfg: Config, port: int | None) -> None:
     """Server mode: only the workers, taking passes from the shared Redis queue."""
-    _daemon(cfg, "worker")
+    _daemon(cfg, "worker", port)
+
+
+@cli.command()
+@click.option("--source", help="only this source")
+@click.option("--json", "as_json", is_flag=True, help="JSON output")
+@_config_option
+def check(cfg: Config, source: str | None, as_json: bool) -> None:
+    """Check the config, its variables and secrets, the store, Redis, the embedding server and
+    each CMS (listing and one fetch); print what to set in each CMS. Exit 0 only when all is well."""
+    from ragsync import check as checks
+    report = checks.run(cfg, source)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for f in report.findings:
+            click.echo(f"{'ok     ' if f.ok else 'PROBLEM'}  {f.what:<16} {f.text}")
+        for name, lines in report.setup.items():
+            click.echo(f"\nin the CMS of source {name!r}:")
+            for text in lines:
+                click.echo(f"  {text}")
+        click.echo("\nall is well" if report.ok else f"\n{sum(not f.ok for f in report.findings)} problem(s)")
+    if not report.ok:
+        sys.exit(1)
 
 
 @cli.command()
@@ -101,7 +126,7 @@ def search(cfg: Config, query: str, source: str | None, limit: int, url_prefix: 
     """Search the index (live versions of published pages only)."""
     if source:
         cfg.source(source)
-    with _connect(cfg) as ops:
+    with _connect(cfg, read_only=True) as ops:
         results = ops.search(query, limit, source=source, url_prefix=url_prefix, modified_after=modified_after,
                              modified_before=modified_before)
     if as_json:
@@ -121,7 +146,7 @@ def search(cfg: Config, query: str, source: str | None, limit: int, url_prefix: 
 @_config_option
 def status(cfg: Config, as_json: bool) -> None:
     """Points, pages, pending work and the dead-letter queue at a glance."""
-    with _connect(cfg) as ops:
+    with _connect(cfg, read_only=True) as ops:
         data = {**ops.status(), "daemon": ops.daemon}
     if as_json or not sys.stdout.isatty():
         click.echo(json.dumps(data, indent=2))
@@ -133,10 +158,15 @@ def status(cfg: Config, as_json: bool) -> None:
              "last poll / audit")]
     for name, s in data["sources"].items():
         rec = data["reconcile"].get(name, {})
-        last = (f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(rec['at']))}Z listed {rec.get('listed', 0):.0f}"
-                if rec.get("at") else "never")
-        if rec.get("errors"):
-            last += f" ({rec['errors']:.0f} error(s): see --json or the log)"
+        at = f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(rec['at']))}Z" if rec.get("at") else ""
+        if not at:
+            last = "never"
+        elif rec.get("errors") and not rec.get("listed"):
+            last = f"FAILED {at}: {(rec.get('error') or 'see the log')[:70]}"
+        else:
+            last = f"{at} listed {rec.get('listed', 0):.0f}"
+            if rec.get("errors"):
+                last += f" ({rec['errors']:.0f} error(s): {(rec.get('error') or 'see the log')[:60]})"
         polls = data["polling"].get(name, {})
         rows.append((name, str(s["pages_live"]), str(s["pages_gone"]), str(s["points"]), str(s["deletions_held"]),
                      last, f"{rec.get('caught_total', 0):.0f}",
@@ -150,7 +180,7 @@ def status(cfg: Config, as_json: bool) -> None:
 @_config_option
 def export(cfg: Config) -> None:
     """Every point's payload as JSON lines on stdout (no vectors)."""
-    with _connect(cfg) as ops:
+    with _connect(cfg, read_only=True) as ops:
         for line in ops.export():
             click.echo(line)
 
@@ -207,7 +237,7 @@ def dlq() -> None:
 @_config_option
 def dlq_list(cfg: Config, as_json: bool) -> None:
     """List parked keys with their last error."""
-    with _connect(cfg) as ops:
+    with _connect(cfg, read_only=True) as ops:
         parked = ops.dlq()
     if as_json:
         click.echo(json.dumps(parked, indent=2))
@@ -220,13 +250,19 @@ def dlq_list(cfg: Config, as_json: bool) -> None:
 
 def _dlq_action(action: str) -> Callable:
     @click.argument("keys", nargs=-1)
+    @click.option("--all", "every", is_flag=True, help="every parked key")
     @_config_option
-    def command(cfg: Config, keys: tuple[str, ...]) -> None:
+    def command(cfg: Config, keys: tuple[str, ...], every: bool) -> None:
+        if keys and every:
+            raise click.UsageError(f"name the keys to {action} or pass --all, not both")
+        if action == "drop" and not keys and not every:    # dropping is forever: say so
+            raise click.UsageError("name the keys to drop (SOURCE/DOC_ID ...) or pass --all")
         chosen = [_key(k) for k in keys] or None
         with _connect(cfg) as ops:
             done = getattr(ops, action)(chosen)
         click.echo(f"{action}: {len(done)} key(s)" + "".join(f"\n  {s}/{d}" for s, d in done))
-    command.__doc__ = f"{action.capitalize()} parked keys (SOURCE/DOC_ID ...; all when none are named)."
+    command.__doc__ = {"replay": "Queue parked keys again: SOURCE/DOC_ID ..., or all (--all or none named).",
+                       "drop": "Forget parked keys: SOURCE/DOC_ID ..., or --all."}[action]
     return command
 
 
@@ -251,6 +287,6 @@ def _key(text: str) -> tuple[str, str]:
     return source, doc_id
 
 
-def _connect(cfg: Config) -> Any:
+def _connect(cfg: Config, read_only: bool = False) -> Any:
     from ragsync.operations import connect        # imported here: `ragsync --help` stays quick
-    return connect(cfg)
+    return connect(cfg, read_only)

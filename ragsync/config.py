@@ -26,7 +26,7 @@ _SOURCE_KEYS = {"name", "type", "base_url", "webhook_secret_env", "allow_ips", "
 _TABLES = {
     "server": {k: k for k in ("host", "port", "admin_token_env", "search_token_env", "workers", "http_threads",
                               "max_body_bytes", "timestamp_tolerance_s", "reconcile_on_start",
-                              "search_rate_limit_per_s")},
+                              "search_rate_limit_per_s", "worker_port")},
     "qdrant": {"collection": "collection", "url": "qdrant_url", "api_key_env": "qdrant_api_key_env"},
     "queue": {k: k for k in ("max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s")},
     "chunking": {"max_tokens": "max_tokens"},
@@ -47,6 +47,7 @@ class EmbeddingConfig:
     batch_size: int | None = None           # texts per model call / request (local 8, openai 64)
     timeout_s: float = 30.0
     max_concurrency: int = 4                # requests in flight to the server
+    threads: int | None = None              # local: CPU threads for the model in this process (None: all cores)
     query_prefix: str = ""                  # e5: "query: ", bge: "Represent this sentence ...: "
     document_prefix: str = ""               # e5: "passage: "
 
@@ -65,6 +66,8 @@ class Config:
     timestamp_tolerance_s: int = 300
     reconcile_on_start: bool = True
     search_rate_limit_per_s: float = 20.0     # per client address; 0 = no limit
+    worker_port: int = 8788                    # `ragsync worker`: /healthz, /readyz, /metrics; 0 = none
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()   # their X-Forwarded-For names the client
     collection: str = "ragsync"
     qdrant_url: str | None = None
     qdrant_api_key_env: str | None = None
@@ -127,7 +130,10 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     _check_keys(raw, _TOP_KEYS, "top level")
     settings: dict[str, Any] = {}
     for name, keys in _TABLES.items():
-        settings.update(_settings(Config, _table(raw, name, set(keys)), keys))
+        table = _table(raw, name, set(keys) | ({"trusted_proxies"} if name == "server" else set()))
+        settings.update(_settings(Config, table, keys))
+        if "trusted_proxies" in table:
+            settings["trusted_proxies"] = _networks(table["trusted_proxies"], "[server]", "trusted_proxies")
     for key in ("poll_interval_s", "audit_interval_s"):
         if settings.get(key, 0) < 0:
             raise ConfigError(f"[reconcile] {key} must be 0 (off) or a number of seconds, got {settings[key]!r}")
@@ -153,7 +159,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         sources[name] = SourceConfig(
             name=name, type=type_, base_url=_opt_str(src, "base_url", where),
             webhook_secret_env=_opt_str(src, "webhook_secret_env", where),
-            options=options, base_dir=base, allow_ips=_networks(src.get("allow_ips", []), where),
+            options=options, base_dir=base, allow_ips=_networks(src.get("allow_ips", []), where, "allow_ips"),
             **_settings(SourceConfig, src, {"rate_limit_per_s": "rate_limit_per_s",
                                             "rate_limit_burst": "rate_limit_burst"}))
     data_dir = raw.get("data_dir", "var")
@@ -188,7 +194,7 @@ def _embedding(table: dict[str, Any], keys: dict[str, str]) -> EmbeddingConfig:
                 raise ConfigError(f'[embedding] provider "openai" needs {key}')
         if not str(table["url"]).startswith(("http://", "https://")):
             raise ConfigError(f"[embedding] url must start with http:// or https://, got {table['url']!r}")
-    for key in ("batch_size", "max_concurrency", "timeout_s"):
+    for key in ("batch_size", "max_concurrency", "timeout_s", "threads"):
         value = getattr(settings, key)
         if value is not None and value <= 0:
             raise ConfigError(f"[embedding] {key} must be positive, got {value!r}")
@@ -216,13 +222,13 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default
     return value
 
 
-def _networks(values: Any, where: str) -> tuple[IPv4Network | IPv6Network, ...]:
+def _networks(values: Any, where: str, key: str) -> tuple[IPv4Network | IPv6Network, ...]:
     if not isinstance(values, list):
-        raise ConfigError(f"{where}: 'allow_ips' must be a list of addresses or CIDR ranges")
+        raise ConfigError(f"{where}: '{key}' must be a list of addresses or CIDR ranges")
     try:
         return tuple(ip_network(v, strict=False) for v in values)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: 'allow_ips': {exc}") from None
+        raise ConfigError(f"{where}: '{key}': {exc}") from None
 
 
 def _opt_str(table: dict[str, Any], key: str, where: str) -> str | None:

@@ -33,6 +33,7 @@ log = logging.getLogger("ragsync.daemon")
 MAX_HEADER_BYTES = 64 * 1024          # request line + headers; more is a 413 and a closed connection
 STORE_WAIT_S = 120                    # how long a starting daemon waits for a CLI command to finish
 READ_TIMEOUT_S = 5                    # a client that stalls this long mid-request is dropped
+STARTUP_LEASE_S = 600                 # server mode: workers started within this share one startup reconcile
 
 
 class Role(enum.Enum):
@@ -42,6 +43,7 @@ class Role(enum.Enum):
 
     @property
     def http(self) -> bool:
+        """Serves webhooks, search and the admin API (a worker serves health and metrics only)."""
         return self is not Role.WORKER
 
     @property
@@ -53,12 +55,16 @@ class Daemon:
     def __init__(self, config: Config, role: Role = Role.SERVE, *, embedder: Embedder | None = None,
                  port: int | None = None, workers: int | None = None, http_threads: int | None = None) -> None:
         """`embedder`: one already loaded (tests share one); `port` 0 picks a free one (see
-        `url`); `workers` 0 runs no passes (they wait in the queue)."""
+        `url`; a worker's port serves health and metrics only, `[server] worker_port` by
+        default, none when that is 0); `workers` 0 runs no passes (they wait in the queue)."""
         if role is not Role.SERVE and not config.redis_url:
             raise ConfigError(f"ragsync {role.value} needs [queue] redis_url (processes share the queue through "
                               "Redis); on one machine run `ragsync serve`")
         self.config, self.role, self.embedder = config, role, embedder
-        self.port = config.port if port is None else port
+        if port is None:
+            port = config.worker_port if role is Role.WORKER else config.port
+        self.port = None if role is Role.WORKER and port == 0 else port      # None: no HTTP at all
+        self.holder = uuid.uuid4().hex              # this process, for the leases it takes
         self.workers = config.workers if workers is None else workers
         self.http_threads = http_threads or config.http_threads
         self.engine: Engine | None = None
@@ -74,33 +80,35 @@ class Daemon:
         config = self.config
         config.search_token()                        # named but unset, or an example value: fail now
         config.admin_token()
-        if self.role.http and self.port and healthz(config.base_url) is not None:
-            raise RagsyncError(f"something already answers on {config.base_url}; is ragsync running?")
+        if self.port and healthz(f"http://{config.host}:{self.port}") is not None:
+            raise RagsyncError(f"something already answers on http://{config.host}:{self.port}; is ragsync running?")
         if self.role.works and not config.qdrant_url:     # the embedded store admits one process: wait for it
             self._lock = DataLock(config.data_dir)
             self._lock.acquire(STORE_WAIT_S)
         try:
             self.engine = engine = Engine(config, embedder=self.embedder, lazy_store=not self.role.works)
             self._check(engine)
-            if self.role.http:
-                self.server = http_server(create_app(engine), config.host, self.port, self.http_threads)
+            if self.port is not None:
+                app = create_app(engine, worker=not self.role.http)
+                self.server = http_server(app, config.host, self.port, self.http_threads)
                 self.url = f"http://{config.host}:{self.server.bind_addr[1]}"
             engine.embedder.load()                   # load (or reach) it before taking traffic: /readyz is honest
             if self.role.works:
                 engine.queue.recover()
                 if self.workers:
                     engine.queue.start(self.workers)
-                if config.reconcile_on_start:
+                # one process of a deployment reconciles at start (a Redis lease in server mode)
+                if config.reconcile_on_start and engine.queue.lease("startup-reconcile", self.holder, STARTUP_LEASE_S):
                     threading.Thread(target=_startup_reconcile, args=(engine,), daemon=True, name="reconcile").start()
                 if config.poll_interval_s or config.audit_interval_s:
-                    self.poller = Poller(engine, holder=uuid.uuid4().hex)
+                    self.poller = Poller(engine, holder=self.holder)
                     self.poller.start()
             if self.server is not None:
-                if self._lock:
+                if self._lock and self.role is Role.SERVE:     # the CLI's admin calls go to this URL
                     engine.instance = self._lock.announce(self.url)
                 threading.Thread(target=self.server.serve, daemon=True, name="http").start()
                 log.info("ragsync %s listening on %s (data in %s)", self.role.value, self.url, config.data_dir)
-            else:
+            if self.role is Role.WORKER:
                 log.info("ragsync worker running %d worker thread(s) on %s", self.workers, config.redis_url)
         except BaseException:
             self.stop()
@@ -135,12 +143,14 @@ class Daemon:
 
     def _check(self, engine: Engine) -> None:
         for name, source in self.config.sources.items():   # fail at start, not at the first webhook
-            if source.webhook_secret_env:
-                try:
-                    engine.connectors[name].check_secrets()
-                except RagsyncError as exc:
-                    message = str(exc)
-                    raise ConfigError(message if message.startswith("source ") else f"source {name!r}: {message}") from None
+            connector = engine.connectors[name]
+            try:
+                connector.check_settings()
+                if source.webhook_secret_env:
+                    connector.check_secrets()
+            except RagsyncError as exc:
+                message = str(exc)
+                raise ConfigError(message if message.startswith("source ") else f"source {name!r}: {message}") from None
         if self.role.works:
             engine.check_fingerprint()               # never write into an index built another way
 

@@ -135,7 +135,8 @@ class LocalEmbedder(Embedder):
     def runner(self) -> Callable[[list[str]], np.ndarray]:
         """texts (one slice) → normalised vectors; built once, on first use."""
         from ragsync import model                 # heavy imports only when a model is needed
-        return model.build(self.settings.backend, self.model_dir, self.cache_dir, self.batch_size)
+        return model.build(self.settings.backend, self.model_dir, self.cache_dir, self.batch_size,
+                           self.settings.threads)
 
     @cached_property
     def dim(self) -> int:

@@ -120,7 +120,8 @@ class _Scraped:
         last = GaugeMetricFamily("ragsync_reconcile_last", "The last reconcile run's figures", labels=["source", "result"])
         for source, figures in snap.reconcile.items():
             for result, value in figures.items():
-                last.add_metric([source, result], float(value))
+                if isinstance(value, (int, float)):          # the figures, not the error text
+                    last.add_metric([source, result], float(value))
         yield from (pages, held, rate, age, last)
 
 

@@ -62,18 +62,22 @@ def declared_dim(model_dir: Path) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def build(backend: str, model_dir: Path, cache_dir: Path, batch_size: int) -> Runner:
+def build(backend: str, model_dir: Path, cache_dir: Path, batch_size: int, threads: int | None = None) -> Runner:
+    """`threads`: the CPU threads this process's model may use (None: one per core); several
+    worker processes on one machine each get their share instead of fighting over all cores."""
     if backend in ("torch", "torch-int8"):
-        return _torch(model_dir, batch_size, quantized=backend == "torch-int8")
+        return _torch(model_dir, batch_size, quantized=backend == "torch-int8", threads=threads)
     if backend in ("onnx", "onnx-int8"):
-        return _onnx(model_dir, cache_dir, batch_size, quantized=backend == "onnx-int8")
+        return _onnx(model_dir, cache_dir, batch_size, quantized=backend == "onnx-int8", threads=threads)
     raise ConfigError(f"[embedding] unknown backend {backend!r} (one of: {', '.join(BACKENDS)})")
 
 
-def _torch(model_dir: Path, batch_size: int, quantized: bool) -> Runner:
+def _torch(model_dir: Path, batch_size: int, quantized: bool, threads: int | None) -> Runner:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    if threads:
+        torch.set_num_threads(threads)
     model = SentenceTransformer(str(model_dir), device="cpu")
     if quantized:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -87,7 +91,7 @@ def _torch(model_dir: Path, batch_size: int, quantized: bool) -> Runner:
 
 # -- ONNX ---------------------------------------------------------------------------------------
 
-def _onnx(model_dir: Path, cache_dir: Path, batch_size: int, quantized: bool) -> Runner:
+def _onnx(model_dir: Path, cache_dir: Path, batch_size: int, quantized: bool, threads: int | None) -> Runner:
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -95,7 +99,7 @@ def _onnx(model_dir: Path, cache_dir: Path, batch_size: int, quantized: bool) ->
     path = onnx_file(model_dir, cache_dir, quantized)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = int(os.environ.get("RAGSYNC_EMBED_THREADS", 0)) or (os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     inputs = {i.name for i in session.get_inputs()}
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))

@@ -196,15 +196,19 @@ class Remote(Operations):
         return resp.json()
 
 
-def connect(config: Config) -> Operations:
+def connect(config: Config, read_only: bool = False) -> Operations:
     """The daemon that owns this data_dir, over HTTP, when one runs; else the store opened in
     this process. Embedded, this command then holds the data_dir's lock until it closes, so a
     daemon that starts meanwhile waits for it instead of failing; and the admin token goes
-    only to the daemon whose /healthz repeats the instance id it wrote into data_dir."""
+    only to the daemon whose /healthz repeats the instance id it wrote into data_dir.
+    `read_only`: a data_dir that holds no index is an error, not a new empty index."""
     if config.qdrant_url:                     # server mode: any number of processes share the store
         if healthz(config.base_url) is not None:
             return Remote(config.base_url, config)
         return Local(Engine(config), standalone=True)
+    if read_only and not (config.data_dir / "qdrant").exists():
+        raise RagsyncError(f"no index in {config.data_dir}: nothing was ever synced there (is data_dir right? "
+                           "`ragsync serve` builds the index)")
     lock = DataLock(config.data_dir)
     if lock.try_acquire():
         try:

@@ -3,8 +3,9 @@ actual state from Qdrant, apply the difference. Level-triggered, so it is idempo
 a duplicate, late or reordered event just finds less (or nothing) to do.
 
 Write order is what keeps search whole: new chunk points first (invisible: not yet listed
-in the page record), then one write of the page record that switches the live set, then
-the superseded points are deleted. A pass that dies anywhere leaves the old version serving.
+in the page record, and `metadata.live` false for readers of Qdrant itself), then one write
+of the page record that switches the live set, then the new points are marked live and the
+superseded ones deleted. A pass that dies anywhere leaves the old version serving.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class Pipeline:
         switched = not current or _differs(current, record)
         if switched:
             self.store.put_page(record)                          # the switch: one write
+        # then visible to a raw Qdrant reader's filter too (a failed pass's points included)
+        self.store.set_metadata(new_ids + [pid for pid in existing if pid in desired
+                                           and existing[pid].get("metadata", {}).get("live") is False], {"live": True})
         stale = [pid for pid in existing if pid not in desired]
         self.store.delete_chunks(stale)
         if current and current.state == "live" and not new_ids and not stale and not switched:
@@ -123,6 +127,7 @@ def _payload(source: str, page: Page, index: int, chunk: Chunk, *, indexed_at: s
             "source": source, "doc_id": page.doc_id, "url": page.url, "title": page.title,
             "modified": page.modified, "chunk_index": index, "content_hash": chunk.content_hash,
             "heading_path": list(chunk.heading_path), "indexed_at": indexed_at, "fingerprint": fingerprint,
+            "live": False,                 # until the page record lists it (a point without the key is live)
         },
     }
 

@@ -156,7 +156,8 @@ def _record(engine: Engine, report: SourceReport) -> None:
     engine.queue.note("reconcile", report.source, {
         "at": time.time(), "listed": report.listed, "unchanged": report.unchanged,
         **{k: len(getattr(report, k)) for k in (*CAUGHT, "errors")},
-        "duration_s": round(report.duration_s, 3), "caught_total": before + caught})
+        "duration_s": round(report.duration_s, 3), "caught_total": before + caught,
+        "error": report.errors[0] if report.errors else None})
 
 
 def _wait(engine: Engine, keys: list[tuple[str, str]], wait_s: float, standalone: bool, label: str) -> set[tuple[str, str]]:

@@ -26,13 +26,7 @@ class SourceConfig:
 
     def allows(self, address: str | None) -> bool:
         """Whether a delivery from this client address is allowed (no list: all are)."""
-        if not self.allow_ips:
-            return True
-        try:
-            ip = ip_address(address or "")
-        except ValueError:
-            return False
-        return any(ip in net for net in self.allow_ips)
+        return not self.allow_ips or within(address, self.allow_ips)
 
     def secret(self) -> str:
         """The webhook secret, read from the environment variable the config names."""
@@ -53,3 +47,12 @@ def not_an_example(value: str, var: str) -> None:
     """A placeholder copied from an example file works for anyone who read that file."""
     if "change-me" in value.lower() or "change+me" in value.lower() or value.lower() in ("changeme", "secret"):
         raise ConfigError(f"environment variable {var} holds an example value: set a secret of your own")
+
+
+def within(address: str | None, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    """Whether an address (as a request gives it) is in one of the networks; garbage is not."""
+    try:
+        ip = ip_address((address or "").strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)

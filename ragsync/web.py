@@ -19,6 +19,7 @@ from ragsync.embed import EmbedderUnavailable
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected, StoreError
 from ragsync.operations import Local
+from ragsync.source import within
 
 log = logging.getLogger("ragsync.web")
 
@@ -28,13 +29,14 @@ admin = Blueprint("admin", __name__, url_prefix="/admin")
 health = Blueprint("health", __name__)
 
 
-def create_app(engine: Engine) -> Flask:
+def create_app(engine: Engine, worker: bool = False) -> Flask:
+    """`worker`: only health and metrics (a `ragsync worker` serves those on its own port)."""
     app = Flask("ragsync")
     app.config["MAX_CONTENT_LENGTH"] = engine.config.max_body_bytes
     app.extensions["ragsync"] = engine
     app.extensions["ragsync.operations"] = Local(engine)
     app.extensions["ragsync.limiter"] = RateLimiter()
-    for bp in (webhooks, search, admin, health):
+    for bp in (health,) if worker else (webhooks, search, admin, health):
         app.register_blueprint(bp)
 
     @app.errorhandler(HTTPException)
@@ -63,6 +65,9 @@ def create_app(engine: Engine) -> Flask:
     return app
 
 
+LOG_LINES_PER_S = 2.0                  # accepted deliveries logged at INFO per source; the rest at DEBUG
+
+
 def _unavailable(exc: RagsyncError) -> str:
     if isinstance(exc, StoreError):
         return "the index is unavailable, retry later"
@@ -83,6 +88,18 @@ def _args() -> dict:
     """An admin POST's JSON object (an empty one when there is none)."""
     args = request.get_json(silent=True)
     return args if isinstance(args, dict) else {}
+
+
+def _client() -> str | None:
+    """The client's address: the peer's, or — when the peer is one of `[server] trusted_proxies`
+    — the nearest address in X-Forwarded-For that is not a trusted proxy (a client can write
+    anything at the far end of that header, so it is read from the proxy's side)."""
+    proxies = _engine().config.trusted_proxies
+    peer = request.remote_addr
+    if not proxies or not within(peer, proxies):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    return next((hop for hop in reversed(hops) if not within(hop, proxies)), peer)
 
 
 def _bearer() -> str:
@@ -125,7 +142,7 @@ def receive(source: str):
     config = engine.config.sources[source]
     replay_window = 2 * engine.config.timestamp_tolerance_s      # longer than any timestamp we accept
     try:
-        if not config.allows(request.remote_addr):
+        if not config.allows(_client()):
             raise Rejected(403, "address not allowed for this source")
         if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
             raise Rejected(415, "content type must be application/json")
@@ -146,9 +163,10 @@ def receive(source: str):
         return jsonify(accepted=[], queued=0, duplicate=True), 202
     if not doc_ids:
         log.info("ignored delivery for %s (no document event)", source)
-    else:
-        log.debug("accepted delivery for %s: %s", source, ", ".join(doc_ids),
-                 extra={"source": source, "doc_id": doc_ids[0], "event_id": delivery_id})
+    else:                 # "is it working?" is answered by the log, yet a flood does not fill it
+        loud = not current_app.extensions["ragsync.limiter"].wait_s(f"log {source}", LOG_LINES_PER_S, 20)
+        log.log(logging.INFO if loud else logging.DEBUG, "accepted delivery for %s: %s", source,
+                ", ".join(doc_ids), extra={"source": source, "doc_id": doc_ids[0], "event_id": delivery_id})
     engine.metrics.webhooks.labels(source).inc()
     return jsonify(accepted=doc_ids, queued=len(queued), ignored=not doc_ids), 202
 
@@ -169,7 +187,7 @@ def require_search_token():
         return jsonify(error="bad or missing search API key (Authorization: Bearer ...)"), 401
     # its own budget per client: queries share the model with the passes
     if config.search_rate_limit_per_s and (wait := current_app.extensions["ragsync.limiter"].wait_s(
-            f"search {request.remote_addr}", config.search_rate_limit_per_s, 2 * config.search_rate_limit_per_s)):
+            f"search {_client()}", config.search_rate_limit_per_s, 2 * config.search_rate_limit_per_s)):
         raise Rejected(429, "search rate limit exceeded", retry_after=math.ceil(wait))
     return None
 

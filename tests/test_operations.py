@@ -52,10 +52,13 @@ def test_search_api_key_from_the_environment(wp, daemon_factory, monkeypatch):
 
 def test_langchain_reads_the_collection_as_it_is(tmp_path, embedder, wp):
     """langchain-qdrant's own QdrantVectorStore opens ragsync's collection (qdrant-client local
-    mode standing in for a server) and returns ragsync's chunks with their metadata."""
+    mode standing in for a server) and returns ragsync's chunks with their metadata; with the
+    documented filter it never sees the chunks of a pass that died before its page switched."""
     from langchain_core.embeddings import Embeddings
     from langchain_qdrant import QdrantVectorStore
-    from qdrant_client import QdrantClient
+    from qdrant_client import QdrantClient, models
+
+    from ragsync.errors import StoreError
 
     from ragsync import config as config_mod
     from ragsync.engine import Engine
@@ -70,6 +73,13 @@ def test_langchain_reads_the_collection_as_it_is(tmp_path, embedder, wp):
         for post_id in ("1", "2"):
             engine.queue.add("blog", post_id)
         engine.queue.drain()
+        wp.edit(2, html=page_html(["Rc counts the owners that share one value.", words(2, 80)]))
+
+        def dies(record):
+            raise StoreError("Qdrant went away between the new chunks and the switch")
+        engine.store.put_page = dies
+        engine.queue.add("blog", "2")
+        engine.queue.drain()                                  # the pass fails: its new chunks stay behind
     finally:
         engine.close()
 
@@ -84,12 +94,18 @@ def test_langchain_reads_the_collection_as_it_is(tmp_path, embedder, wp):
     try:
         store = QdrantVectorStore(client=client, collection_name="ragsync", embedding=RagsyncModel())
         docs = store.similarity_search("which type stores a value on the heap?", k=2)
+        live = models.Filter(must_not=[models.FieldCondition(key="metadata.live", match=models.MatchValue(value=False))])
+        question = "what counts the owners of a shared value?"
+        raw = store.similarity_search(question, k=1)
+        kept = store.similarity_search(question, k=3, filter=live)
     finally:
         client.close()
+    assert "Rc counts" in raw[0].page_content and raw[0].metadata["live"] is False    # the dead pass's chunk
+    assert all(d.metadata.get("live") is not False and "Rc counts" not in d.page_content for d in kept)
     assert docs[0].page_content.startswith("Smart pointers") or "Box puts a value on the heap" in docs[0].page_content
     meta = docs[0].metadata
     assert (meta["source"], meta["doc_id"], meta["title"]) == ("blog", "1", "Smart pointers")
-    assert {"url", "modified", "chunk_index", "content_hash", "heading_path"} <= set(meta)
+    assert {"url", "modified", "chunk_index", "content_hash", "heading_path"} <= set(meta) and meta["live"] is True
 
 
 def _metrics(daemon) -> dict[str, float]:
@@ -151,12 +167,13 @@ def test_readyz_is_false_until_the_model_is_loaded(tmp_path, wp, model_cache):
 
 
 def test_web_and_worker_as_separate_processes_on_redis(tmp_path: Path, wp, redis_url):
-    port = free_port()
+    port, worker_port = free_port(), free_port()
     cfg = write_config(tmp_path, wp_source(wp), f'reconcile_on_start = false\n[queue]\nredis_url = "{redis_url}"',
                        port=port)
     env = {**os.environ, SECRET_ENV: SECRET, "RAGSYNC_ADMIN_TOKEN": ADMIN_TOKEN, "RAGSYNC_LOG_LEVEL": "DEBUG"}
     logs = {role: open(tmp_path / f"{role}.log", "w+") for role in ("web", "worker")}
-    procs = {role: subprocess.Popen([sys.executable, "-m", "ragsync", "--config", str(cfg), role],
+    args = {"web": ["web"], "worker": ["worker", "--port", str(worker_port)]}
+    procs = {role: subprocess.Popen([sys.executable, "-m", "ragsync", "--config", str(cfg), *args[role]],
                                     stdout=logs[role], stderr=logs[role], env=env) for role in ("web", "worker")}
     web = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
@@ -174,6 +191,15 @@ def test_web_and_worker_as_separate_processes_on_redis(tmp_path: Path, wp, redis
             logs["worker"].seek(0)
             return any(json.loads(line).get("outcome") == "indexed" for line in logs["worker"] if line.startswith("{"))
         wait_for(indexed, 120, "the worker process to index the page")
+        worker = httpx.Client(base_url=f"http://127.0.0.1:{worker_port}", timeout=30)   # its own health and metrics
+        assert worker.get("/healthz").json()["service"] == "ragsync"
+        assert worker.get("/webhooks/blog").status_code == 404                     # nothing else on that port
+        wait_for(lambda: 'ragsync_passes_total{outcome="indexed",source="blog"} 1.0' in worker.get("/metrics").text,
+                 30, "the worker's /metrics to count the pass")
+        scraped = worker.get("/metrics").text
+        assert 'ragsync_freshness_seconds_count{source="blog"} 1.0' in scraped
+        assert 'ragsync_chunks_embedded_total{source="blog"}' in scraped
+        worker.close()
         logs["worker"].seek(0)
         line = next(json.loads(x) for x in logs["worker"] if '"outcome": "indexed"' in x)
         assert (line["source"], line["doc_id"], line["level"]) == ("blog", "7", "info")

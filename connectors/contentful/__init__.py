@@ -42,6 +42,7 @@ def sign(secret: str, method: str, target: str, headers: dict[str, str], body: b
 
 class ContentfulConnector(Connector):
     signs_standard_webhooks = False
+    needs_base_url = False                   # the Delivery API's own address by default
     options = frozenset({"space_id", "environment", "delivery_token_env", "locale", "content_types",
                          "title_field", "body_fields", "url_template"})
 
@@ -55,6 +56,13 @@ class ContentfulConnector(Connector):
         self.content_types = set(source.options.get("content_types", []))
         root = (source.base_url or "https://cdn.contentful.com").rstrip("/")
         self.root = f"{root}/spaces/{source.options['space_id']}/environments/{source.options.get('environment', 'master')}"
+
+    def setup(self, url: str) -> list[str]:
+        return ["Contentful → Settings → Webhooks → Add webhook",
+                f"URL: {url}; triggers: Entry publish, unpublish, archive, unarchive, delete",
+                f"Settings → Webhooks → Settings → request verification: the signing secret is the value of "
+                f"${self.source.webhook_secret_env}",
+                f"a Content Delivery API token (Settings → API keys) into ${self.source.options.get('delivery_token_env')}"]
 
     def verify(self, delivery: Delivery, tolerance_s: int) -> str | None:
         given = delivery.headers.get("x-contentful-signature", "")

@@ -19,6 +19,7 @@ ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")
 
 class FilesConnector(Connector):
     options = frozenset({"path"})
+    needs_base_url = False                   # base_url, when set, only prefixes the pages' URLs
 
     @property
     def root(self) -> Path:

@@ -34,6 +34,14 @@ class GhostConnector(Connector):
         if not source.options.get("content_key_env"):
             raise ConfigError(f"source {source.name!r}: set content_key_env (the Content API key's variable)")
 
+    def setup(self, url: str) -> list[str]:
+        return ["Ghost Admin → Settings → Integrations → Add custom integration; its Content API key goes "
+                f"into ${self.source.options['content_key_env']}",
+                f"add one webhook per event, target URL {url}?event=<event>, for post.published, "
+                "post.published.edited, post.unpublished, post.deleted, page.published, page.published.edited, "
+                "page.unpublished, page.deleted",
+                f"secret: the value of ${self.source.webhook_secret_env} (any string; Ghost signs X-Ghost-Signature)"]
+
     def verify(self, delivery: Delivery, tolerance_s: int) -> str | None:
         header = delivery.headers.get("x-ghost-signature", "")
         parts = dict(p.strip().partition("=")[::2] for p in header.split(","))

@@ -38,6 +38,14 @@ class StrapiConnector(Connector):
             raise ConfigError(f"source {source.name!r}: set collections (plural API ids, e.g. [\"articles\"])")
         self.body_fields = list(source.options.get("body_fields", ["body", "content"]))
 
+    def setup(self, url: str) -> list[str]:
+        header = self.source.options.get("token_header", "x-ragsync-token")
+        return ["Strapi admin → Settings → Webhooks → Create new webhook",
+                f"URL: {url}; events: Entry create, update, delete, publish, unpublish",
+                f"header {header}: the value of ${self.source.webhook_secret_env} (Strapi signs nothing: "
+                "this token is the only proof, so send it over HTTPS)",
+                f"a read-only API token (Settings → API Tokens) into ${self.source.options.get('api_token_env')}"]
+
     def verify(self, delivery: Delivery, tolerance_s: int) -> str | None:
         header = self.source.options.get("token_header", "x-ragsync-token")
         given = delivery.headers.get(header) or delivery.headers.get("authorization", "").removeprefix("Bearer ")

@@ -41,6 +41,15 @@ class WordPressConnector(Connector):
         """REST bases to look in, in order; post and page ids share one id space."""
         return list(self.source.options.get("post_types", ["posts", "pages"]))
 
+    def setup(self, url: str) -> list[str]:
+        secret = f"the value of ${self.source.webhook_secret_env}"
+        if self.scheme == "standard-webhooks":
+            return ["install connectors/wordpress/plugin/ragsync.php (Plugins, or wp-content/mu-plugins/)",
+                    f"Settings → ragsync → Webhook URL: {url} (or define RAGSYNC_WEBHOOK_URL in wp-config.php)",
+                    f"Settings → ragsync → Secret: {secret} (whsec_<base64>; or RAGSYNC_WEBHOOK_SECRET)"]
+        return ["WP Webhooks → Send Data: add post_create, post_update, post_trash and post_delete, each with",
+                f"webhook URL {url} and, under the webhook's settings, secret {secret}"]
+
     def verify(self, delivery: Delivery, tolerance_s: int) -> str | None:
         if self.scheme == "standard-webhooks":
             return super().verify(delivery, tolerance_s)

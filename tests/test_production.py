@@ -1,0 +1,75 @@
+"""docs/production.md followed as far as a test machine allows: the secrets template filled
+with the commands it gives, the example config copied with an absolute data_dir, `ragsync
+check` all well against a CMS; the systemd units verified by systemd itself; every Prometheus
+alert naming a metric the daemon really exports."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port, page_html, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fill_secrets(template: str) -> dict[str, str]:
+    """Each `NAME=` line gets the value of the command in the comment line above it."""
+    values, command = {}, None
+    for line in template.splitlines():
+        if line.startswith("# python3 -c"):
+            command = line.removeprefix("# ").split("  ")[0].strip()
+        elif re.fullmatch(r"[A-Z_]+=", line) and command:
+            values[line[:-1]] = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                                               check=True).stdout.strip()
+    return values
+
+
+def test_the_production_steps_in_a_clean_folder(wp, tmp_path):
+    wp.publish(3, "Release notes", page_html(["What changed in this release."]))
+    secrets = fill_secrets((ROOT / "config" / "secrets.env.example").read_text())
+    assert set(secrets) == {"RAGSYNC_ADMIN_TOKEN", "RAGSYNC_SEARCH_TOKEN", "RAGSYNC_BLOG_SECRET"}
+    assert secrets["RAGSYNC_BLOG_SECRET"].startswith("whsec_") and len(secrets["RAGSYNC_ADMIN_TOKEN"]) >= 40
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    config = (ROOT / "config" / "ragsync.toml").read_text()
+    assert 'data_dir = "/var/lib/ragsync"' in config                  # absolute in the example
+    config = (config.replace('data_dir = "/var/lib/ragsync"', f'data_dir = "{tmp_path / "state"}"')
+              .replace('base_url = "http://127.0.0.1:8080"', f'base_url = "{wp.url}"')
+              .replace("port = 8787", f"port = {free_port()}"))
+    (etc / "ragsync.toml").write_text(config)
+    proc = run_cli(etc / "ragsync.toml", "check", env=secrets)
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("all is well"), proc.stdout + proc.stderr
+    assert "Settings → ragsync → Webhook URL" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
+def test_the_systemd_units_verify(tmp_path):
+    venv = ROOT / ".venv"
+    for unit in (ROOT / "config" / "systemd").iterdir():
+        name = unit.name.replace("@.service", "@8788.service")       # an instance of the template
+        (tmp_path / name).write_text(unit.read_text().replace("/opt/ragsync/.venv", str(venv)))
+    units = sorted(p.name for p in tmp_path.iterdir())
+    proc = subprocess.run(["systemd-analyze", "verify", *units], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+    assert {"ragsync.service", "ragsync-web.service", "ragsync-worker@8788.service"} <= set(units)
+
+
+def test_every_alert_names_a_metric_the_daemon_exports(daemon, wp):
+    wp.publish(1, "Page", page_html(["Some text to index."]))
+    daemon.wp_event(1, "post.published")
+    daemon.idle()
+    exported = {line.split("{")[0].split(" ")[0] for line in daemon.http.get("/metrics").text.splitlines()
+                if line and not line.startswith("#")}
+    for name in list(exported):                                       # a histogram's series name its family
+        exported.add(re.sub(r"_(bucket|count|sum)$", "", name))
+    # metrics that appear once something happened: declared with their families
+    declared = {line.split()[2] for line in daemon.http.get("/metrics").text.splitlines() if line.startswith("# TYPE")}
+    rules = (ROOT / "config" / "prometheus" / "alerts.yml").read_text()
+    used = set(re.findall(r"\b(ragsync_[a-z_]+)", " ".join(re.findall(r"expr: (.*)", rules))))
+    assert used and used <= exported | declared | {n + "_total" for n in declared}, used - exported - declared
