@@ -117,18 +117,12 @@ class Daemon:
     def stop(self) -> None:
         """Stop taking requests, finish the passes in flight, close the store, release the data_dir."""
         self._stopped.set()
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-        if self.poller is not None:
-            self.poller.stop()
-            self.poller = None
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        parts = (self.server and self.server.stop, self.poller and self.poller.stop,
+                 self.engine and self.engine.close, self._lock and self._lock.release)
+        self.server, self.poller, self.engine, self._lock = None, None, None, None
+        for close in parts:                          # in this order
+            if close:
+                close()
 
     def run(self) -> None:
         """start(), then serve until SIGTERM or SIGINT, then stop()."""
