@@ -119,26 +119,29 @@ def check(cfg: Config, source: str | None, as_json: bool) -> None:
 @click.option("--url-prefix", help="only pages whose URL starts with this")
 @click.option("--modified-after", help="only pages modified at or after this ISO 8601 time")
 @click.option("--modified-before", help="only pages modified before this ISO 8601 time")
+@click.option("--group", type=click.Choice(["page"]), help="one result per page, with its best chunks")
 @click.option("--json", "as_json", is_flag=True, help="JSON output")
 @_config_option
 def search(cfg: Config, query: str, source: str | None, limit: int, url_prefix: str | None,
-           modified_after: str | None, modified_before: str | None, as_json: bool) -> None:
+           modified_after: str | None, modified_before: str | None, group: str | None, as_json: bool) -> None:
     """Search the index (live versions of published pages only)."""
     if source:
         cfg.source(source)
     with _connect(cfg, read_only=True) as ops:
         results = ops.search(query, limit, source=source, url_prefix=url_prefix, modified_after=modified_after,
-                             modified_before=modified_before)
+                             modified_before=modified_before, group=group)
     if as_json:
-        click.echo(json.dumps({"query": query, "results": results}, indent=2))
+        click.echo(json.dumps({"query": query, **({"group": group} if group else {}), "results": results}, indent=2))
         return
     if not results:
         click.echo("no results")
     for i, r in enumerate(results, 1):
-        where = " > ".join(r.get("heading_path") or [])
+        chunks = r["chunks"] if group else [r]
+        where = " > ".join(chunks[0].get("heading_path") or [])
         click.echo(f"{i:>2}. {r['score']:.3f}  {r['title']}{'  — ' + where if where else ''}\n    {r['url']}")
-        snippet = " ".join(r["text"].split())
-        click.echo(f"    {snippet[:200]}{'…' if len(snippet) > 200 else ''}")
+        for chunk in chunks:
+            snippet = " ".join(chunk["text"].split())
+            click.echo(f"    {snippet[:200]}{'…' if len(snippet) > 200 else ''}")
 
 
 @cli.command()

@@ -24,11 +24,11 @@ from ragsync.embed import Embedder, open_embedder
 from ragsync.errors import RagsyncError, StoreError
 from ragsync.fingerprint import differences, fingerprint, short
 from ragsync.guard import DeletionGuard
-from ragsync.index import Catalog, Store, open_catalog
+from ragsync.index import Catalog, SearchFilter, Store, open_catalog
 from ragsync.metrics import Metrics
 from ragsync.pipeline import Outcome, Pipeline
 from ragsync.queue import WorkQueue
-from ragsync.search import SearchFilter, SearchResult, nearest
+from ragsync.search import PageResult, SearchResult, nearest, nearest_pages
 
 log = logging.getLogger("ragsync.engine")
 
@@ -198,18 +198,21 @@ class Engine:
         finally:
             self._shadow = None
 
-    def search(self, query: str, limit: int = 10, where: SearchFilter = SearchFilter()) -> list[SearchResult]:
-        return self.search_vector(self.embedder.embed_query(query), limit, where)
+    def search(self, query: str, limit: int = 10, where: SearchFilter = SearchFilter(),
+               pages: bool = False) -> list[SearchResult] | list[PageResult]:
+        """Chunks, or with `pages` one entry per page."""
+        return self.search_vector(self.embedder.embed_query(query), limit, where, pages)
 
-    def search_vector(self, vector: list[float], limit: int = 10,
-                      where: SearchFilter = SearchFilter()) -> list[SearchResult]:
+    def search_vector(self, vector: list[float], limit: int = 10, where: SearchFilter = SearchFilter(),
+                      pages: bool = False) -> list[SearchResult] | list[PageResult]:
+        find = nearest_pages if pages else nearest
         store = self.store
         try:
-            return nearest(store, vector, limit, where)
+            return find(store, vector, limit, where)
         except StoreError:
             if self.store is store:
                 raise
-            return nearest(self.store, vector, limit, where)   # a reindex switched (and dropped) it meanwhile
+            return find(self.store, vector, limit, where)     # a reindex switched (and dropped) it meanwhile
 
     def snapshot(self) -> Snapshot:
         store, rows = self.store, self.queue.pending()

@@ -64,6 +64,22 @@ class Hit:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class SearchFilter:
+    """What a search team narrows by, applied inside Qdrant with payload indexes (so a narrow
+    filter returns every hit there is). ISO 8601 UTC times."""
+    source: str | None = None
+    url_prefix: str | None = None
+    modified_after: str | None = None     # inclusive
+    modified_before: str | None = None    # exclusive
+
+
+# payload indexes of the chunk collection: what passes look up and what searches filter by
+KEYWORD_FIELDS = ("metadata.source", "metadata.doc_id", "metadata.url")
+DATETIME_FIELDS = ("metadata.modified",)
+GROUP_BY = "metadata.url"                 # one page, one URL: what `group=page` groups by
+
+
 def page_point_id(source: str, doc_id: str) -> str:
     return str(uuid.uuid5(PAGE_NS, f"{source}\x1f{doc_id}"))
 
@@ -110,7 +126,12 @@ class Store:
     def delete_chunks(self, ids: list[str]) -> None:
         raise NotImplementedError
 
-    def search(self, vector: list[float], limit: int, match: dict[str, str] | None = None) -> list[Hit]:
+    def search(self, vector: list[float], limit: int, where: SearchFilter | None = None) -> list[Hit]:
+        raise NotImplementedError
+
+    def search_groups(self, vector: list[float], groups: int, per_group: int,
+                      where: SearchFilter | None = None) -> list[list[Hit]]:
+        """The nearest pages (points grouped by URL), best first, each its best hits first."""
         raise NotImplementedError
 
     def count_chunks(self, match: dict[str, str] | None = None) -> int:
@@ -166,6 +187,18 @@ def _as_store_error() -> Iterator[None]:
         raise StoreError(f"Qdrant: {type(exc).__name__}: {exc}") from exc
 
 
+def _grouped(hits: list[Hit], groups: int, per_group: int) -> list[list[Hit]]:
+    """Hits (best first) → at most `groups` groups by URL, in the order of each one's best."""
+    out: dict[str, list[Hit]] = {}
+    for hit in hits:
+        key = str(((hit.payload or {}).get("metadata") or {}).get("url", ""))
+        if key in out or len(out) < groups:
+            members = out.setdefault(key, [])
+            if len(members) < per_group:
+                members.append(hit)
+    return list(out.values())
+
+
 def _record(payload: dict[str, Any]) -> PageRecord:
     return PageRecord(**{k: payload[k] for k in PageRecord.__dataclass_fields__ if k in payload})
 
@@ -179,24 +212,38 @@ class EdgeStore(Store):
         import qdrant_edge as qe
         self.qe = qe
         path.mkdir(parents=True, exist_ok=True)
-        self.chunks = self._open(path / "chunks", dim, ["metadata.source", "metadata.doc_id"])
-        self.pages_shard = self._open(path / "pages", 1, ["source"])
+        kinds = qe.PayloadSchemaType
+        self.chunks = self._open(path / "chunks", dim, {**dict.fromkeys(KEYWORD_FIELDS, kinds.Keyword),
+                                                         **dict.fromkeys(DATETIME_FIELDS, kinds.Datetime)})
+        self.pages_shard = self._open(path / "pages", 1, {"source": kinds.Keyword})
 
-    def _open(self, path: Path, dim: int, keyword_fields: list[str]):
+    def _open(self, path: Path, dim: int, indexes: dict[str, Any]):
+        """Load or create a shard, with the payload indexes it lacks (a shard made by an older
+        ragsync gets the newer ones on its first start)."""
         qe = self.qe
-        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
         if (path / "edge_config.json").exists() or (path / "segments").exists():
-            return qe.EdgeShard.load(str(path))
-        shard = qe.EdgeShard.create(str(path), config)
-        for name in keyword_fields:
-            shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+            shard = qe.EdgeShard.load(str(path))
+        else:
+            shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(
+                vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)))
+        have = shard.info().payload_schema
+        for name, kind in indexes.items():
+            if name not in have:
+                shard.update(qe.UpdateOperation.create_field_index(name, kind))
         return shard
 
-    def _filter(self, match: dict[str, str] | None):
-        if not match:
-            return None
+    def _filter(self, match: dict[str, str] | None, where: SearchFilter | None = None):
         qe = self.qe
-        return qe.Filter(must=[qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in match.items()])
+        must = [qe.FieldCondition(key=k, match=qe.MatchValue(v)) for k, v in (match or {}).items()]
+        if where is not None:
+            if where.source:
+                must.append(qe.FieldCondition(key="metadata.source", match=qe.MatchValue(where.source)))
+            if where.url_prefix:
+                must.append(qe.FieldCondition(key="metadata.url", match=qe.MatchPrefix(where.url_prefix)))
+            if where.modified_after or where.modified_before:
+                must.append(qe.FieldCondition(key="metadata.modified", range=qe.RangeDateTime(
+                    gte=where.modified_after, lt=where.modified_before)))
+        return qe.Filter(must=must) if must else None
 
     def _scroll(self, shard, match, with_vector: bool = False) -> Iterator[Any]:
         offset = None
@@ -231,11 +278,15 @@ class EdgeStore(Store):
             self.chunks.update(self.qe.UpdateOperation.delete_points(list(ids)))
             self._wrote()
 
-    def search(self, vector, limit, match=None):
+    def search(self, vector, limit, where=None):
         qe = self.qe
-        hits = self.chunks.query(qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector), filter=self._filter(match),
-                                                 with_payload=True, with_vector=False))
+        hits = self.chunks.query(qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector),
+                                                 filter=self._filter(None, where), with_payload=True, with_vector=False))
         return [Hit(str(h.id), h.score, h.payload) for h in hits]
+
+    def search_groups(self, vector, groups, per_group, where=None):
+        """The embedded engine has no grouping query: the nearest points, grouped here."""
+        return _grouped(self.search(vector, groups * per_group * 4, where), groups, per_group)
 
     def count_chunks(self, match=None):
         return self.chunks.count(self.qe.CountRequest(exact=True, filter=self._filter(match)))
@@ -283,19 +334,29 @@ class ClientStore(Store):
         self.close_client = close_client
         self.collection = collection
         self.pages_collection = f"{collection}_pages"
-        for name, size, fields in ((collection, dim, ["metadata.source", "metadata.doc_id"]),
-                                   (self.pages_collection, 1, ["source"])):
+        kinds = models.PayloadSchemaType
+        chunk_indexes = {**dict.fromkeys(KEYWORD_FIELDS, kinds.KEYWORD), **dict.fromkeys(DATETIME_FIELDS, kinds.DATETIME)}
+        for name, size, indexes in ((collection, dim, chunk_indexes), (self.pages_collection, 1, {"source": kinds.KEYWORD})):
             if not client.collection_exists(name):
                 client.create_collection(name, vectors_config=models.VectorParams(size=size, distance=models.Distance.COSINE))
-                if client.init_options.get("location") is None and client.init_options.get("path") is None:
-                    for f in fields:       # local mode ignores payload indexes (and warns)
-                        client.create_payload_index(name, f, models.PayloadSchemaType.KEYWORD)
+            if client.init_options.get("location") is None and client.init_options.get("path") is None:
+                have = client.get_collection(name).payload_schema      # local mode has no payload indexes
+                for key, kind in indexes.items():
+                    if key not in have:
+                        client.create_payload_index(name, key, kind)
 
-    def _filter(self, match):
-        if not match:
-            return None
+    def _filter(self, match, where=None):
         m = self.m
-        return m.Filter(must=[m.FieldCondition(key=k, match=m.MatchValue(value=v)) for k, v in match.items()])
+        must = [m.FieldCondition(key=k, match=m.MatchValue(value=v)) for k, v in (match or {}).items()]
+        if where is not None:
+            if where.source:
+                must.append(m.FieldCondition(key="metadata.source", match=m.MatchValue(value=where.source)))
+            if where.url_prefix:
+                must.append(m.FieldCondition(key="metadata.url", match=m.MatchPrefix(prefix=where.url_prefix)))
+            if where.modified_after or where.modified_before:
+                must.append(m.FieldCondition(key="metadata.modified", range=m.DatetimeRange(
+                    gte=where.modified_after, lt=where.modified_before)))
+        return m.Filter(must=must) if must else None
 
     def _scroll(self, collection, match, with_vectors: bool = False):
         offset = None
@@ -330,10 +391,16 @@ class ClientStore(Store):
             self.client.delete(self.collection, points_selector=self.m.PointIdsList(points=list(ids)), wait=True)
             self._wrote()
 
-    def search(self, vector, limit, match=None):
-        res = self.client.query_points(self.collection, query=vector, limit=limit, query_filter=self._filter(match),
-                                       with_payload=True)
+    def search(self, vector, limit, where=None):
+        res = self.client.query_points(self.collection, query=vector, limit=limit,
+                                       query_filter=self._filter(None, where), with_payload=True)
         return [Hit(str(p.id), p.score, p.payload) for p in res.points]
+
+    def search_groups(self, vector, groups, per_group, where=None):
+        res = self.client.query_points_groups(self.collection, group_by=GROUP_BY, query=vector, limit=groups,
+                                              group_size=per_group, query_filter=self._filter(None, where),
+                                              with_payload=True)
+        return [[Hit(str(p.id), p.score, p.payload) for p in group.hits] for group in res.groups]
 
     def count_chunks(self, match=None):
         return self.client.count(self.collection, count_filter=self._filter(match), exact=True).count

@@ -18,7 +18,7 @@ from ragsync.config import Config
 from ragsync.datalock import DataLock
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected
-from ragsync.search import SearchFilter
+from ragsync.index import SearchFilter
 from ragsync.times import iso_utc
 
 DAEMON_WAIT_S = 60                  # for a daemon that holds the data_dir to answer
@@ -43,8 +43,10 @@ class Operations:
         raise NotImplementedError
 
     def search(self, query: str, limit: int = 10, *, source: str | None = None, url_prefix: str | None = None,
-               modified_after: str | None = None, modified_before: str | None = None) -> list[dict[str, Any]]:
-        """The nearest chunks of live pages, best first; a bad argument raises Rejected(400)."""
+               modified_after: str | None = None, modified_before: str | None = None,
+               group: str | None = None) -> list[dict[str, Any]]:
+        """The nearest chunks of live pages, best first — or with group="page" one entry per
+        page with its best chunks; a bad argument raises Rejected(400)."""
         raise NotImplementedError
 
     def reconcile(self, source: str | None = None, dry_run: bool = False, force: bool = False) -> list[dict[str, Any]]:
@@ -90,8 +92,11 @@ class Local(Operations):
             yield json.dumps({"id": pid, **payload})
 
     def search(self, query: str, limit: int = 10, *, source: str | None = None, url_prefix: str | None = None,
-               modified_after: str | None = None, modified_before: str | None = None) -> list[dict[str, Any]]:
+               modified_after: str | None = None, modified_before: str | None = None,
+               group: str | None = None) -> list[dict[str, Any]]:
         query = query.strip()
+        if group not in (None, "", "page"):
+            raise Rejected(400, "'group' must be 'page' (or absent: chunks)")
         if not query:
             raise Rejected(400, "missing query parameter 'q'")
         if len(query) > MAX_QUERY_CHARS:
@@ -108,7 +113,7 @@ class Local(Operations):
                 except ValueError:
                     raise Rejected(400, f"'{name}' must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z") from None
         where = SearchFilter(source=source or None, url_prefix=url_prefix or None, **times)
-        return [r.as_dict() for r in self.engine.search(query, limit, where)]
+        return [r.as_dict() for r in self.engine.search(query, limit, where, pages=group == "page")]
 
     def reconcile(self, source: str | None = None, dry_run: bool = False, force: bool = False) -> list[dict[str, Any]]:
         reports = reconcile.run(self.engine, self._sources(source), dry_run=dry_run, force=force,

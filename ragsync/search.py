@@ -1,12 +1,15 @@
 """Search: the nearest chunks of the live version of each page, never a mix of versions
-and never a half-written page, narrowed by what a search team filters on."""
+and never a half-written page, narrowed inside Qdrant by what a search team filters on —
+as chunks, or as pages (`group=page`: one entry per page with its best chunks)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ragsync.index import Store
+from ragsync.index import Hit, SearchFilter, Store
+
+CHUNKS_PER_PAGE = 3                  # a page entry's best chunks
 
 
 @dataclass(frozen=True)
@@ -21,19 +24,16 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
-class SearchFilter:
-    """What a search team narrows by. Source is pushed into Qdrant; the others are checked on
-    each hit's metadata (URLs and ISO 8601 UTC times compare as strings)."""
-    source: str | None = None
-    url_prefix: str | None = None
-    modified_after: str | None = None     # inclusive
-    modified_before: str | None = None    # exclusive
+class PageResult:
+    """One page, scored by its best chunk; its chunks best first."""
+    chunks: list[SearchResult] = field(default_factory=list)
 
-    def admits(self, meta: dict[str, Any]) -> bool:
-        modified = str(meta.get("modified", ""))
-        return ((not self.url_prefix or str(meta.get("url", "")).startswith(self.url_prefix))
-                and (not self.modified_after or modified >= self.modified_after)
-                and (not self.modified_before or modified < self.modified_before))
+    def as_dict(self) -> dict[str, Any]:
+        best = self.chunks[0].metadata
+        return {"score": round(self.chunks[0].score, 6), "source": best.get("source"), "doc_id": best.get("doc_id"),
+                "title": best.get("title"), "url": best.get("url"), "modified": best.get("modified"),
+                "heading_paths": [c.metadata.get("heading_path") or [] for c in self.chunks],
+                "chunks": [c.as_dict() for c in self.chunks]}
 
 
 def _page_key(payload: dict[str, Any] | None) -> tuple[str, str]:
@@ -42,28 +42,49 @@ def _page_key(payload: dict[str, Any] | None) -> tuple[str, str]:
     return str(meta.get("source", "")), str(meta.get("doc_id", ""))
 
 
+def _visible(store: Store, hits: list[Hit]) -> set[str]:
+    """The hits that belong to one whole live version of their page: the page record lists
+    the live chunk ids (and the previous version's, for a query that ran just before a switch
+    whose record it then read)."""
+    by_page: dict[tuple[str, str], set[str]] = {}
+    for h in hits:
+        by_page.setdefault(_page_key(h.payload), set()).add(h.id)
+    visible: set[str] = set()
+    for key, rec in store.pages(by_page).items():
+        if rec.state != "live":
+            continue
+        for version in (set(rec.live_ids), set(rec.previous_ids)):
+            if by_page[key] & version:
+                visible |= by_page[key] & version
+                break
+    return visible
+
+
+def _result(hit: Hit) -> SearchResult:
+    return SearchResult(hit.id, hit.score, hit.payload.get("page_content", ""), hit.payload["metadata"])
+
+
 def nearest(store: Store, vector: list[float], limit: int, where: SearchFilter) -> list[SearchResult]:
-    """Nearest chunks of one whole version per page: the page record lists the live
-    chunk ids (and the previous version's, for a query that ran just before a switch
-    whose record it then read). Never a mix of versions, never a half page; over-fetches
-    to make up for hidden points."""
-    match = {"metadata.source": where.source} if where.source else None
+    """Nearest visible chunks; over-fetches to make up for hidden points."""
     fetch = limit * 2 + 8
     while True:
-        hits = store.search(vector, fetch, match)
-        by_page: dict[tuple[str, str], set[str]] = {}
-        for h in hits:
-            by_page.setdefault(_page_key(h.payload), set()).add(h.id)
-        visible: set[str] = set()
-        for key, rec in store.pages(by_page).items():
-            if rec.state != "live":
-                continue
-            for version in (set(rec.live_ids), set(rec.previous_ids)):
-                if by_page[key] & version:
-                    visible |= by_page[key] & version
-                    break
-        results = [SearchResult(h.id, h.score, h.payload.get("page_content", ""), h.payload["metadata"])
-                   for h in hits if h.id in visible and where.admits(h.payload["metadata"])]
+        hits = store.search(vector, fetch, where)
+        visible = _visible(store, hits)
+        results = [_result(h) for h in hits if h.id in visible]
         if len(results) >= limit or len(hits) < fetch or fetch >= limit * 32:
             return results[:limit]
         fetch *= 4
+
+
+def nearest_pages(store: Store, vector: list[float], limit: int, where: SearchFilter) -> list[PageResult]:
+    """Nearest pages, each once, by Qdrant's grouping on the page URL; a page whose hits are
+    all outside its live version is skipped (and more groups asked for)."""
+    groups = limit + 2
+    while True:
+        found = store.search_groups(vector, groups, CHUNKS_PER_PAGE, where)
+        visible = _visible(store, [h for group in found for h in group])
+        pages = [PageResult([_result(h) for h in group if h.id in visible]) for group in found]
+        pages = [p for p in pages if p.chunks]
+        if len(pages) >= limit or len(found) < groups or groups >= limit * 16:
+            return pages[:limit]
+        groups *= 4

@@ -5,6 +5,7 @@ readiness, JSON logs, and `ragsync web` + `ragsync worker` as separate processes
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 import os
 import signal
 import subprocess
@@ -38,6 +39,46 @@ def test_search_filters_by_source_url_prefix_and_modified_range(daemon, wp):
     assert {"score", "text", "title", "url", "heading_path", "doc_id", "modified", "source"} <= set(hit)
     bad = daemon.http.get("/search", params={"q": "x", "modified_after": "last tuesday"})
     assert bad.status_code == 400 and "ISO 8601" in bad.json()["error"]
+
+
+def test_grouped_search_returns_each_page_once_best_chunk_first(daemon, wp):
+    topics = {1: ("Ownership", ["Ownership moves a value to its new owner.", "The borrow checker enforces who owns a value."]),
+              2: ("Threads", ["Spawned threads run closures at the same time.", "Channels pass values between threads."]),
+              3: ("Cargo", ["Cargo builds the crate and fetches dependencies.", "Cargo.toml lists what a crate needs."])}
+    for post_id, (title, (first, second)) in topics.items():
+        wp.publish(post_id, title, page_html([words(post_id, 170), first, words(post_id + 10, 170), second], title))
+        daemon.wp_event(post_id, "post.published")
+    daemon.idle()
+    question = "who owns a value, and what does the borrow checker check?"
+    chunks = [r["doc_id"] for r in daemon.search(question, 10)]
+    assert chunks.count("1") >= 2                              # as chunks, one page takes several places
+    pages = daemon.search(question, 10, group="page")
+    assert sorted(p["doc_id"] for p in pages) == ["1", "2", "3"]              # each page once
+    assert pages[0]["doc_id"] == "1" and pages[0]["title"] == "Ownership"
+    assert [p["score"] for p in pages] == sorted((p["score"] for p in pages), reverse=True)
+    for page in pages:
+        scores = [c["score"] for c in page["chunks"]]
+        assert page["score"] == scores[0] and scores == sorted(scores, reverse=True) and len(scores) <= 3
+        assert {c["doc_id"] for c in page["chunks"]} == {page["doc_id"]} and page["heading_paths"]
+    bad = daemon.http.get("/search", params={"q": "x", "group": "site"})
+    assert bad.status_code == 400 and "group" in bad.json()["error"]
+
+
+def test_a_filter_that_matches_few_pages_returns_all_of_them(daemon, wp):
+    """Filters run inside Qdrant: two pages far from the query, among 360 chunks near it."""
+    for post_id in range(1, 61):
+        wp.publish(post_id, f"Ownership {post_id}", page_html(
+            [f"Ownership and borrowing in Rust, part {post_id}."] + [words(post_id * 7 + k, 180) for k in range(6)]))
+        daemon.wp_event(post_id, "post.published")
+    wp.clock += timedelta(days=30)
+    for post_id in (61, 62):
+        wp.publish(post_id, "Tomatoes", page_html([f"Water the tomato plants in the morning, bed {post_id}."]))
+        daemon.wp_event(post_id, "post.published")
+    daemon.idle(300)
+    after = "2026-01-15T00:00:00Z"
+    assert {r["doc_id"] for r in daemon.search("ownership and borrowing in Rust", 5, modified_after=after)} == {"61", "62"}
+    pages = daemon.search("ownership and borrowing in Rust", 5, group="page", modified_after=after)
+    assert sorted(p["doc_id"] for p in pages) == ["61", "62"]
 
 
 def test_search_api_key_from_the_environment(wp, daemon_factory, monkeypatch):

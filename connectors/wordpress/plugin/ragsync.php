@@ -216,7 +216,10 @@ final class Ragsync_Plugin {
      *  bypassing the options cache; then the next due time and a WP-Cron/Action Scheduler wake-up. */
     private static function update_outbox($change) {
         global $wpdb;
-        if (!$wpdb->get_var("SELECT GET_LOCK('ragsync_outbox', 5)")) { return; }
+        if (!$wpdb->get_var("SELECT GET_LOCK('ragsync_outbox', 5)")) {
+            error_log('ragsync: the outbox is busy (another request holds it for 5 s); this request\'s failed deliveries are left to ragsync\'s polling');
+            return;
+        }
         try {
             wp_cache_delete(self::OUTBOX, 'options');
             wp_cache_delete('notoptions', 'options');
