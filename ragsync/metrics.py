@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
+from collections import deque
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 disable_created_metrics()              # no `_created` twin for every counter: scrapes stay short
 CHANGED = ("indexed", "updated", "tombstoned")
+RECENT = 50_000                        # freshness samples kept for the status page's quantiles and chart
 FRESHNESS_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, float("inf"))
 
 
@@ -51,6 +53,8 @@ class Metrics:
 
         self.changes: Tally[str] = Tally()           # passes that changed the index, per source
         self.caught_here: Tally[str] = Tally()       # of those, the ones reconcile queued
+        self.webhook_at: dict[str, float] = {}       # source → when its last delivery was accepted
+        self.recent: deque[tuple[float, str, float]] = deque(maxlen=RECENT)   # (when, source, freshness s)
 
     def bind(self, engine: Engine) -> None:
         self.registry.register(_Scraped(engine, self))
@@ -60,6 +64,18 @@ class Metrics:
     def embedded_batch(self, provider: str, texts: int, seconds: float) -> None:
         self.embed_seconds.labels(provider).observe(seconds)
         self.embed_texts.labels(provider).inc(texts)
+
+    def webhook(self, source: str) -> None:
+        self.webhooks.labels(source).inc()
+        self.webhook_at[source] = time.time()
+
+    def freshness_quantiles(self, source: str, since: float, until: float | None = None) -> tuple[float, float] | None:
+        """p50 and p95 of CMS change → searchable for the changes made searchable in a window."""
+        values = sorted(s for at, src, s in list(self.recent) if src == source and since <= at < (until or time.time() + 1))
+        if not values:
+            return None
+        pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+        return pick(0.5), pick(0.95)
 
     def pass_done(self, source: str, outcome: str) -> None:
         self.passes.labels(source, outcome).inc()
@@ -78,7 +94,9 @@ class Metrics:
         self.chunks_embedded.labels(source).inc(outcome.embedded)
         self.chunks_reused.labels(source).inc(outcome.reused)
         if outcome.modified:
-            self.freshness.labels(source).observe(max(0.0, now - epoch(outcome.modified)))
+            seconds = max(0.0, now - epoch(outcome.modified))
+            self.freshness.labels(source).observe(seconds)
+            self.recent.append((now, source, seconds))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

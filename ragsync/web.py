@@ -19,6 +19,7 @@ from ragsync.embed import EmbedderUnavailable
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected, StoreError
 from ragsync.operations import Local
+from ragsync.status_page import status_page
 from ragsync.source import within
 
 log = logging.getLogger("ragsync.web")
@@ -36,7 +37,7 @@ def create_app(engine: Engine, worker: bool = False) -> Flask:
     app.extensions["ragsync"] = engine
     app.extensions["ragsync.operations"] = Local(engine)
     app.extensions["ragsync.limiter"] = RateLimiter()
-    for bp in (health,) if worker else (webhooks, search, admin, health):
+    for bp in (health,) if worker else (webhooks, search, admin, health, status_page):
         app.register_blueprint(bp)
 
     @app.errorhandler(HTTPException)
@@ -167,7 +168,7 @@ def receive(source: str):
         loud = not current_app.extensions["ragsync.limiter"].wait_s(f"log {source}", LOG_LINES_PER_S, 20)
         log.log(logging.INFO if loud else logging.DEBUG, "accepted delivery for %s: %s", source,
                 ", ".join(doc_ids), extra={"source": source, "doc_id": doc_ids[0], "event_id": delivery_id})
-    engine.metrics.webhooks.labels(source).inc()
+    engine.metrics.webhook(source)
     return jsonify(accepted=doc_ids, queued=len(queued), ignored=not doc_ids), 202
 
 

@@ -5,6 +5,7 @@ alert naming a metric the daemon really exports."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -60,16 +61,20 @@ def test_the_systemd_units_verify(tmp_path):
     assert {"ragsync.service", "ragsync-web.service", "ragsync-worker@8788.service"} <= set(units)
 
 
-def test_every_alert_names_a_metric_the_daemon_exports(daemon, wp):
+def _expressions(path: Path) -> list[str]:
+    if path.suffix == ".json":                                          # a Grafana dashboard
+        return [t["expr"] for panel in json.loads(path.read_text())["panels"] for t in panel["targets"]]
+    return re.findall(r"expr: (.*)", path.read_text())                  # Prometheus rules
+
+
+@pytest.mark.parametrize("path", ["config/prometheus/alerts.yml", "config/grafana/ragsync.json"])
+def test_every_expression_names_a_metric_the_daemon_exports(path, daemon, wp):
     wp.publish(1, "Page", page_html(["Some text to index."]))
     daemon.wp_event(1, "post.published")
     daemon.idle()
-    exported = {line.split("{")[0].split(" ")[0] for line in daemon.http.get("/metrics").text.splitlines()
-                if line and not line.startswith("#")}
-    for name in list(exported):                                       # a histogram's series name its family
-        exported.add(re.sub(r"_(bucket|count|sum)$", "", name))
-    # metrics that appear once something happened: declared with their families
-    declared = {line.split()[2] for line in daemon.http.get("/metrics").text.splitlines() if line.startswith("# TYPE")}
-    rules = (ROOT / "config" / "prometheus" / "alerts.yml").read_text()
-    used = set(re.findall(r"\b(ragsync_[a-z_]+)", " ".join(re.findall(r"expr: (.*)", rules))))
-    assert used and used <= exported | declared | {n + "_total" for n in declared}, used - exported - declared
+    text = daemon.http.get("/metrics").text
+    series = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    exported = series | families | {f + suffix for f in families for suffix in ("_total", "_bucket", "_count", "_sum")}
+    used = {name for expr in _expressions(ROOT / path) for name in re.findall(r"\b(ragsync_[a-z_]+)", expr)}
+    assert len(used) >= 8 and used <= exported, sorted(used - exported)

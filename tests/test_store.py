@@ -8,7 +8,7 @@ import random
 import pytest
 from qdrant_client import QdrantClient
 
-from ragsync.index import ClientStore, EdgeStore, PageRecord
+from ragsync.index import ClientStore, EdgeStore, PageRecord, SearchFilter
 from tests.support import page_html, write_config, wp_source
 
 
@@ -23,7 +23,8 @@ def store(request, tmp_path):
 def _point(i: int, doc: str, source: str = "blog"):
     rnd = random.Random(i)
     return (f"00000000-0000-0000-0000-{i:012d}", [rnd.random() for _ in range(4)],
-            {"page_content": f"chunk {i}", "metadata": {"source": source, "doc_id": doc, "chunk_index": i}})
+            {"page_content": f"chunk {i}", "metadata": {"source": source, "doc_id": doc, "chunk_index": i,
+                                                        "url": f"https://x.test/{doc}", "modified": f"2026-01-{i + 1:02d}T00:00:00Z"}})
 
 
 def test_store_contract(store):
@@ -33,10 +34,19 @@ def test_store_contract(store):
 
     store.set_metadata([_point(0, "a")[0]], {"title": "T", "chunk_index": 7})
     meta = store.doc_chunks("blog", "a")[_point(0, "a")[0]]["metadata"]
-    assert meta == {"source": "blog", "doc_id": "a", "chunk_index": 7, "title": "T"}
+    assert meta == {**_point(0, "a")[2]["metadata"], "chunk_index": 7, "title": "T"}
 
-    hits = store.search(_point(9, "b")[1], 2, {"metadata.doc_id": "b"})
-    assert [h.id for h in hits] == [_point(9, "b")[0]] and hits[0].payload["page_content"] == "chunk 9"
+    near = _point(9, "b")[1]
+    hits = store.search(near, 2, SearchFilter(source="other"))
+    assert [h.id for h in hits] == [_point(10, "c")[0]] and hits[0].payload["page_content"] == "chunk 10"
+    assert {h.id for h in store.search(near, 9, SearchFilter(url_prefix="https://x.test/a"))} == \
+        {_point(i, "a")[0] for i in range(3)}
+    assert [h.id for h in store.search(near, 9, SearchFilter(modified_after="2026-01-02T00:00:00Z",
+                                                                modified_before="2026-01-03T00:00:00Z"))] == [_point(1, "a")[0]]
+    groups = store.search_groups(near, 3, 2)                        # by page URL, each page once
+    urls = [g[0].payload["metadata"]["url"] for g in groups]
+    assert sorted(urls) == ["https://x.test/a", "https://x.test/b", "https://x.test/c"] and len(groups[urls.index(
+        "https://x.test/a")]) == 2 and all(g == sorted(g, key=lambda h: -h.score) for g in groups)
 
     store.delete_chunks([_point(1, "a")[0]])
     assert len(store.doc_chunks("blog", "a")) == 2
