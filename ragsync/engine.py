@@ -183,7 +183,7 @@ class Engine:
         current = self.store.page(source, doc_id)
         if current is None or current.state != "live":
             return False
-        self.guard.admit(source, doc_id, lambda: sum(p.state == "live" for p in self.store.iter_pages(source)))
+        self.guard.admit(source, doc_id, lambda: self.store.count_pages(source, "live"))
         return True
 
     def key_lock(self, source: str, doc_id: str) -> threading.Lock:
@@ -218,8 +218,8 @@ class Engine:
         store, rows = self.store, self.queue.pending()
         sources = {}
         for name in self.config.sources:
-            pages = [p.state for p in store.iter_pages(name)]
-            sources[name] = SourceState(pages_live=pages.count("live"), pages_gone=pages.count("gone"),
+            sources[name] = SourceState(pages_live=store.count_pages(name, "live"),
+                                        pages_gone=store.count_pages(name, "gone"),
                                         points=store.count_chunks({"metadata.source": name}),
                                         deletions_held=len(self.guard.held[name]))
         stamp = store.fingerprint()

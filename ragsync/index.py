@@ -138,6 +138,10 @@ class Store:
         raise NotImplementedError
 
     # pages
+    def count_pages(self, source: str, state: str) -> int:
+        """Page records of a source in a state, counted inside Qdrant (no record is read)."""
+        raise NotImplementedError
+
     def pages(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], PageRecord]:
         raise NotImplementedError
 
@@ -291,6 +295,10 @@ class EdgeStore(Store):
     def count_chunks(self, match=None):
         return self.chunks.count(self.qe.CountRequest(exact=True, filter=self._filter(match)))
 
+    def count_pages(self, source, state):
+        return self.pages_shard.count(self.qe.CountRequest(exact=True, filter=self._filter(
+            {"source": source, "state": state})))
+
     def pages(self, keys):
         ids = [page_point_id(s, d) for s, d in keys]
         if not ids:
@@ -404,6 +412,10 @@ class ClientStore(Store):
 
     def count_chunks(self, match=None):
         return self.client.count(self.collection, count_filter=self._filter(match), exact=True).count
+
+    def count_pages(self, source, state):
+        return self.client.count(self.pages_collection, count_filter=self._filter({"source": source, "state": state}),
+                                 exact=True).count
 
     def pages(self, keys):
         ids = [page_point_id(s, d) for s, d in keys]

@@ -58,6 +58,8 @@ def test_store_contract(store):
     assert store.page("blog", "a") == rec
     assert store.page("blog", "zzz") is None
     assert [r.doc_id for r in store.iter_pages("blog")] == ["a"]
+    assert (store.count_pages("blog", "live"), store.count_pages("other", "gone"), store.count_pages("blog", "gone")) \
+        == (1, 1, 0)
     assert len(list(store.iter_pages())) == 2
     assert len(list(store.iter_chunks())) == 4
 
