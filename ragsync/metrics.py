@@ -69,13 +69,14 @@ class Metrics:
         self.webhooks.labels(source).inc()
         self.webhook_at[source] = time.time()
 
-    def freshness_quantiles(self, source: str, since: float, until: float | None = None) -> tuple[float, float] | None:
-        """p50 and p95 of CMS change → searchable for the changes made searchable in a window."""
-        values = sorted(s for at, src, s in list(self.recent) if src == source and since <= at < (until or time.time() + 1))
-        if not values:
-            return None
-        pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
-        return pick(0.5), pick(0.95)
+    def freshness_by_hour(self, source: str, now: float) -> list[list[float]]:
+        """CMS change → searchable, in seconds, of the changes made searchable in each of the
+        last 24 hours (oldest hour first), from one pass over the recent samples."""
+        hours: list[list[float]] = [[] for _ in range(24)]
+        for at, src, seconds in list(self.recent):
+            if src == source and now - 86400 <= at <= now:
+                hours[min(23, int((at - now + 86400) // 3600))].append(seconds)
+        return hours
 
     def pass_done(self, source: str, outcome: str) -> None:
         self.passes.labels(source, outcome).inc()

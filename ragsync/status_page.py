@@ -130,10 +130,17 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms"
 
 
-def _chart(source: str) -> str:
+def _quantiles(values: list[float]) -> tuple[float, float] | None:
+    """p50 and p95, or None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return pick(0.5), pick(0.95)
+
+
+def _chart(source: str, hours: list[tuple[float, float] | None]) -> str:
     """p50 (solid) and p95 (dashed) freshness per hour over the last day, as inline SVG."""
-    metrics, now = _engine().metrics, time.time()
-    hours = [metrics.freshness_quantiles(source, now - (24 - h) * HOUR, now - (23 - h) * HOUR) for h in range(24)]
     top = max((q[1] for q in hours if q), default=0.0) or 1.0
 
     points = [[(h * 10 + 5, 58 - 54 * q[i] / top) for h, q in enumerate(hours) if q] for i in (0, 1)]
@@ -176,7 +183,9 @@ def _render(nonce: str, query: str) -> str:
         '<th>(24 h)</th><th>caught</th><th>last 24 h</th>' + ("<th></th>" if admin else "") + '</tr>']
     for name, s in status["sources"].items():
         polls, rec = status["polling"].get(name, {}), status["reconcile"].get(name, {})
-        hour, day = metrics.freshness_quantiles(name, now - HOUR), metrics.freshness_quantiles(name, now - DAY)
+        samples = metrics.freshness_by_hour(name, now)
+        hours = [_quantiles(values) for values in samples]
+        hour, day = hours[-1], _quantiles([s for values in samples for s in values])
         changed, caught = metrics.changes[name], metrics.caught_here[name]
         clocks = " / ".join(_ago(polls.get(c, {}).get("ok_at")) for c in ("poll", "audit"))
         last = (f'{_ago(rec.get("at"))}, listed {rec.get("listed", 0):.0f}, caught {rec.get("caught_total", 0):.0f}'
@@ -186,7 +195,7 @@ def _render(nonce: str, query: str) -> str:
             f'<td>{s["points"]}</td><td>{s["deletions_held"]}</td><td>{_ago(metrics.webhook_at.get(name))}</td>'
             f'<td>{clocks}</td><td>{last}</td>'
             f'<td>{" / ".join(map(_seconds, hour)) if hour else "–"}</td><td>{" / ".join(map(_seconds, day)) if day else "–"}</td>'
-            f'<td>{f"{caught / changed:.0%}" if changed else "–"}</td><td>{_chart(name)}</td>'
+            f'<td>{f"{caught / changed:.0%}" if changed else "–"}</td><td>{_chart(name, hours)}</td>'
             + (f'<td>{_form("/status/reconcile", "reconcile now", csrf, source=name)}</td>' if admin else "") + '</tr>')
     out.append('</table><h2>Dead-letter queue</h2>')
     parked = ops.dlq()
