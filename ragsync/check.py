@@ -17,6 +17,7 @@ from connectors.base import Connector, Gone
 from ragsync.config import Config
 from ragsync.datalock import DataLock
 from ragsync.errors import FetchError, RagsyncError
+from ragsync.index import embedded_root
 from ragsync.source import env_secret
 
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -106,7 +107,7 @@ def _store(config: Config, report: Report) -> None:
         report.add("store", True, f"data_dir {data} is held by a running ragsync daemon" + (f" at {url}" if url else ""))
         return
     lock.release()
-    indexed = (data / "qdrant").exists()
+    indexed = embedded_root(data).exists()
     report.add("store", True, f"data_dir {data}: " + ("an index is there" if indexed else
                                                        "no index yet (the first `ragsync serve` builds it)"))
 

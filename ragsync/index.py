@@ -553,12 +553,17 @@ class ClientCatalog(Catalog):
                 self.client.delete_collection(name)
 
 
+def embedded_root(data_dir: Path) -> Path:
+    """Where the embedded engine keeps the index inside data_dir (absent: nothing synced yet)."""
+    return data_dir / "qdrant"
+
+
 def open_catalog(config, dim: int) -> Catalog:
     """A server when the config names one, else the embedded engine in data_dir."""
     if config.qdrant_url:
         from qdrant_client import QdrantClient
         api_key = env_secret(config.qdrant_api_key_env, "[qdrant]") if config.qdrant_api_key_env else None
         return ClientCatalog(QdrantClient(url=config.qdrant_url, api_key=api_key), config.collection, dim)
-    root = config.data_dir / "qdrant"
+    root = embedded_root(config.data_dir)
     root.mkdir(parents=True, exist_ok=True)
     return EdgeCatalog(root, config.collection, dim)

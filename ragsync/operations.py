@@ -18,7 +18,7 @@ from ragsync.config import Config
 from ragsync.datalock import DataLock
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected
-from ragsync.index import SearchFilter
+from ragsync.index import SearchFilter, embedded_root
 from ragsync.times import iso_utc
 
 DAEMON_WAIT_S = 60                  # for a daemon that holds the data_dir to answer
@@ -211,7 +211,7 @@ def connect(config: Config, read_only: bool = False) -> Operations:
         if healthz(config.base_url) is not None:
             return Remote(config.base_url, config)
         return Local(Engine(config), standalone=True)
-    if read_only and not (config.data_dir / "qdrant").exists():
+    if read_only and not embedded_root(config.data_dir).exists():
         raise RagsyncError(f"no index in {config.data_dir}: nothing was ever synced there (is data_dir right? "
                            "`ragsync serve` builds the index)")
     lock = DataLock(config.data_dir)

@@ -20,12 +20,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ragsync import reconcile
 from ragsync.errors import RagsyncError
-from ragsync.times import iso_utc
+from ragsync.times import epoch, iso_utc
 
 if TYPE_CHECKING:
     from ragsync.engine import Engine
@@ -88,7 +87,7 @@ class Poller:
             self.audit(source)
             return 0
         started = time.monotonic()
-        since = iso_utc(datetime.fromisoformat(cursor.replace("Z", "+00:00")) - timedelta(seconds=OVERLAP_S))
+        since = iso_utc(epoch(cursor) - OVERLAP_S)
         try:
             listed = {e.doc_id: e.modified for e in self.engine.connectors[source].list(since=since)}
         except Exception as exc:

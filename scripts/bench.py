@@ -18,7 +18,6 @@ import re
 import sys
 import tempfile
 import time
-import traceback
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from ragsync.config import Config, EmbeddingConfig  # noqa: E402
 from ragsync.daemon import Daemon  # noqa: E402
 from ragsync.embed import LocalEmbedder  # noqa: E402
 from ragsync.extract import extract  # noqa: E402
-from tests.support import SECRET, SECRET_ENV, signed  # noqa: E402
+from tests.support import SECRET, SECRET_ENV, run_main, signed  # noqa: E402
 from tests.fakes import FakeWordPress  # noqa: E402
 
 
@@ -322,8 +321,4 @@ def _config_file(tmp: Path, wp: FakeWordPress, polling: str = "poll_interval_s =
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        os._exit(1)                 # the daemon's worker threads must not keep a failed run alive
+    run_main(main)

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.support import run_main  # noqa: E402
+
 CORPUS = ROOT.parent / "shared" / "corpus" / "rust-docs.jsonl"
 BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
 
@@ -196,8 +197,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:
-        traceback.print_exc()
-        os._exit(1)                 # the daemon's worker threads must not keep a failed run alive
+    run_main(main)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +90,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """A benchmark's entry point: a failed run exits at once, instead of hanging on the worker
+    threads of the daemon it started."""
+    try:
+        main()
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
 
 
 def run_cli(config: Path | None, *args: str, env: dict[str, str | None] | None = None, cwd: Path | None = None,
