@@ -53,6 +53,23 @@ class EmbeddingConfig:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """`[qdrant]` storage layout, chosen by scripts/bench at up to 1M points for a 2 GB machine:
+    original vectors and payload memory-mapped from disk, int8 copies of the vectors in RAM
+    searched through HNSW and rescored from the originals. Every one can change on a live
+    index (Qdrant rebuilds its segments in place); only a new model needs `ragsync reindex`."""
+    on_disk: bool = True                    # original vectors and payload memory-mapped, not in RAM
+    quantization: str = "int8"              # "int8": scalar-quantized copies in RAM; "none": originals only
+    hnsw_m: int = 16                        # graph edges per point
+    hnsw_ef_construct: int = 100            # candidates while building the graph
+    search_ef: int = 128                    # candidates while searching (recall vs latency)
+    oversampling: float = 2.0               # quantized candidates per result, rescored exactly
+
+
+QUANTIZATIONS = ("int8", "none")
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -82,6 +99,7 @@ class Config:
     poll_interval_s: float = 60.0              # ask each CMS what changed since the last poll; 0 = off
     audit_interval_s: float = 900.0            # compare each CMS's listing with the page records; 0 = off
     embedding: EmbeddingConfig = EmbeddingConfig()
+    store: StoreSettings = StoreSettings()
     sources: dict[str, SourceConfig] = field(default_factory=dict)
 
     @property
@@ -129,14 +147,17 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     base = path.parent
     _check_keys(raw, _TOP_KEYS, "top level")
     settings: dict[str, Any] = {}
+    store_keys = {f.name: f.name for f in fields(StoreSettings)}
+    extra = {"server": {"trusted_proxies"}, "qdrant": set(store_keys)}
     for name, keys in _TABLES.items():
-        table = _table(raw, name, set(keys) | ({"trusted_proxies"} if name == "server" else set()))
+        table = _table(raw, name, set(keys) | extra.get(name, set()))
         settings.update(_settings(Config, table, keys))
         if "trusted_proxies" in table:
             settings["trusted_proxies"] = _networks(table["trusted_proxies"], "[server]", "trusted_proxies")
     for key in ("poll_interval_s", "audit_interval_s"):
         if settings.get(key, 0) < 0:
             raise ConfigError(f"[reconcile] {key} must be 0 (off) or a number of seconds, got {settings[key]!r}")
+    store = _store(_table(raw, "qdrant", set(_TABLES["qdrant"]) | set(store_keys)), store_keys)
     embedding_keys = {f.name: f.name for f in fields(EmbeddingConfig)}
     embedding = _embedding(_table(raw, "embedding", set(embedding_keys)), embedding_keys)
     sources: dict[str, SourceConfig] = {}
@@ -165,7 +186,7 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     data_dir = raw.get("data_dir", "var")
     if not isinstance(data_dir, str):
         raise ConfigError("data_dir must be a string")
-    return Config(path=path, data_dir=(base / data_dir).resolve(), embedding=embedding, sources=sources, **settings)
+    return Config(path=path, data_dir=(base / data_dir).resolve(), embedding=embedding, store=store, sources=sources, **settings)
 
 
 def _settings(cls: type, table: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
@@ -198,6 +219,16 @@ def _embedding(table: dict[str, Any], keys: dict[str, str]) -> EmbeddingConfig:
         value = getattr(settings, key)
         if value is not None and value <= 0:
             raise ConfigError(f"[embedding] {key} must be positive, got {value!r}")
+    return settings
+
+
+def _store(table: dict[str, Any], keys: dict[str, str]) -> StoreSettings:
+    settings = StoreSettings(**_settings(StoreSettings, table, keys))
+    if settings.quantization not in QUANTIZATIONS:
+        raise ConfigError(f"[qdrant] quantization must be one of {', '.join(QUANTIZATIONS)}, got {settings.quantization!r}")
+    for key, low in (("hnsw_m", 4), ("hnsw_ef_construct", 4), ("search_ef", 1), ("oversampling", 1)):
+        if getattr(settings, key) < low:
+            raise ConfigError(f"[qdrant] {key} must be at least {low}, got {getattr(settings, key)!r}")
     return settings
 
 

@@ -231,7 +231,7 @@ class Engine:
             polling={name: {clock: notes[name] for clock, notes in polls.items() if name in notes}
                      for name in self.config.sources},
             collection={"name": self.config.collection, "physical": self._live or None, "fingerprint": stamp,
-                        "config_matches": stamp in (None, self.fingerprint)})
+                        "config_matches": stamp in (None, self.fingerprint), "store": store.layout()})
 
     def __enter__(self) -> Engine:
         return self

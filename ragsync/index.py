@@ -17,22 +17,35 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
+import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragsync.config import StoreSettings
 from ragsync.errors import StoreError
 from ragsync.source import env_secret
 
+log = logging.getLogger("ragsync.index")
+
 PAGE_NS = uuid.UUID("0d7d2b8e-3f1a-4c55-9e41-7a0c6f2b9d13")
 FINGERPRINT_ID = str(uuid.uuid5(PAGE_NS, "ragsync:fingerprint"))   # a record beside the page records
+_ID_LISTS = ["live_ids", "previous_ids"]
 _PAGE_VECTOR = [1.0]          # page records need a vector in Qdrant; they are never searched by it
 _SCROLL = 1000
+# The embedded engine optimizes only when asked, and holds the GIL while it does: segments are
+# kept to ~65k points (one pass ≈ 7 s on 2 cores, measured) and a pass runs after every
+# OPTIMIZE_EVERY points written or deleted, so no single pause grows with the index.
+SEGMENT_KB = 100_000
+INDEX_KB = 10_000                 # a segment past this (~6,500 points) gets its graph and int8 copies
+OPTIMIZE_EVERY = 20_000
 
 
 @dataclass
@@ -109,7 +122,9 @@ class Store:
         return {pid: payload for pid, payload in self.iter_chunks({"metadata.source": source,
                                                                  "metadata.doc_id": doc_id})}
 
-    def iter_chunks(self, match: dict[str, str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    def iter_chunks(self, match: dict[str, str] | None = None,
+                    fields: list[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, payload) of every chunk point matching; `fields`: only these payload keys."""
         raise NotImplementedError
 
     def iter_vectors(self, match: dict[str, str] | None = None) -> Iterator[tuple[str, list[float], dict[str, Any]]]:
@@ -126,7 +141,10 @@ class Store:
     def delete_chunks(self, ids: list[str]) -> None:
         raise NotImplementedError
 
-    def search(self, vector: list[float], limit: int, where: SearchFilter | None = None) -> list[Hit]:
+    def search(self, vector: list[float], limit: int, where: SearchFilter | None = None,
+               exact: bool = False) -> list[Hit]:
+        """The nearest points; `exact`: a full scan of the original vectors (no graph, no
+        quantization), the yardstick for the default search's recall."""
         raise NotImplementedError
 
     def search_groups(self, vector: list[float], groups: int, per_group: int,
@@ -151,12 +169,23 @@ class Store:
     def put_page(self, record: PageRecord) -> None:
         raise NotImplementedError
 
-    def iter_pages(self, source: str | None = None) -> Iterator[PageRecord]:
+    def iter_pages(self, source: str | None = None, ids: bool = True) -> Iterator[PageRecord]:
+        """Every page record; `ids` False leaves out the chunk id lists, so a caller that keeps
+        the records holds O(pages), not O(points)."""
         raise NotImplementedError
 
     def fingerprint(self) -> dict[str, Any] | None:
         """What built this collection (see ragsync.fingerprint); None for one never stamped."""
         raise NotImplementedError
+
+    def layout(self) -> dict[str, Any]:
+        """Points, indexed vectors, segments, and the storage settings Qdrant reports for the
+        chunk collection (`applied`: one entry per distinct layout of its indexed segments, so
+        a converged collection has exactly one)."""
+        raise NotImplementedError
+
+    def optimize(self) -> None:
+        """Bring segments to the store's settings now (a server does this by itself)."""
 
     def set_fingerprint(self, fp: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -203,38 +232,101 @@ def _grouped(hits: list[Hit], groups: int, per_group: int) -> list[list[Hit]]:
     return list(out.values())
 
 
+def _forget_quantization(path: Path) -> None:
+    """The embedded engine reads an unset quantization as "keep the shard's": turning it off
+    means removing it from the config the engine persisted (replaced atomically)."""
+    if not path.exists():
+        return
+    persisted = json.loads(path.read_text())
+    if persisted.pop("quantization_config", None) is not None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(persisted))
+        os.replace(tmp, path)
+
+
 def _record(payload: dict[str, Any]) -> PageRecord:
     return PageRecord(**{k: payload[k] for k in PageRecord.__dataclass_fields__ if k in payload})
 
 
 class EdgeStore(Store):
     """Embedded Qdrant (qdrant-edge): one process owns the folder; WAL-backed, so it
-    survives kill -9; keyword indexes make per-page operations sub-millisecond at 100k."""
+    survives kill -9; keyword indexes make per-page operations sub-millisecond at 1M points."""
 
-    def __init__(self, path: Path, dim: int) -> None:
+    def __init__(self, path: Path, dim: int, settings: StoreSettings = StoreSettings()) -> None:
         super().__init__()
         import qdrant_edge as qe
-        self.qe = qe
+        self.qe, self.settings, self.path = qe, settings, path
+        self._changed = 0                          # points written or deleted since the last optimize
+        self._optimizing = threading.Lock()
         path.mkdir(parents=True, exist_ok=True)
         kinds = qe.PayloadSchemaType
-        self.chunks = self._open(path / "chunks", dim, {**dict.fromkeys(KEYWORD_FIELDS, kinds.Keyword),
-                                                         **dict.fromkeys(DATETIME_FIELDS, kinds.Datetime)})
-        self.pages_shard = self._open(path / "pages", 1, {"source": kinds.Keyword})
+        self.chunks = self._open(path / "chunks", self._config(dim), {
+            **dict.fromkeys(KEYWORD_FIELDS, kinds.Keyword), **dict.fromkeys(DATETIME_FIELDS, kinds.Datetime)})
+        self.pages_shard = self._open(path / "pages", self._config(1, graph=False), {"source": kinds.Keyword})
+        quantized = qe.QuantizationSearchParams(rescore=True, oversampling=settings.oversampling)
+        self.params = qe.SearchParams(hnsw_ef=settings.search_ef,
+                                      quantization=quantized if settings.quantization == "int8" else None)
+        self.optimize()                            # segments written under other settings converge now
 
-    def _open(self, path: Path, dim: int, indexes: dict[str, Any]):
-        """Load or create a shard, with the payload indexes it lacks (a shard made by an older
-        ragsync gets the newer ones on its first start)."""
+    def _config(self, dim: int, graph: bool = True):
+        """The shard's layout from the settings. Page records are fetched by id, never searched:
+        no graph (m=0) and no quantization."""
+        qe, s = self.qe, self.settings
+        disk = qe.Memory.Cold if s.on_disk else qe.Memory.Cached
+        quantization = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+        return qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=disk),
+            payload_memory=disk,
+            hnsw_config=qe.HnswIndexConfig(m=s.hnsw_m if graph else 0, ef_construct=s.hnsw_ef_construct,
+                                           full_scan_threshold=10_000, memory=disk),
+            quantization_config=quantization if graph and s.quantization == "int8" else None,
+            optimizers=qe.EdgeOptimizersConfig(max_segment_size=SEGMENT_KB, indexing_threshold=INDEX_KB))
+
+    def _open(self, path: Path, config, indexes: dict[str, Any]):
+        """Load or create a shard with the settings (a loaded one takes them as its own: the
+        next optimize rebuilds what differs), adding the payload indexes it lacks."""
         qe = self.qe
         if (path / "edge_config.json").exists() or (path / "segments").exists():
-            shard = qe.EdgeShard.load(str(path))
+            if config.quantization_config is None:
+                _forget_quantization(path / "edge_config.json")
+            shard = qe.EdgeShard.load(str(path), config)
         else:
-            shard = qe.EdgeShard.create(str(path), qe.EdgeConfig(
-                vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)))
+            shard = qe.EdgeShard.create(str(path), config)
         have = shard.info().payload_schema
         for name, kind in indexes.items():
             if name not in have:
                 shard.update(qe.UpdateOperation.create_field_index(name, kind))
         return shard
+
+    def optimize(self):
+        with self._optimizing:
+            self._changed = 0
+            started = time.monotonic()
+            if self.chunks.optimize() | self.pages_shard.optimize():
+                info = self.chunks.info()
+                log.info("index optimized in %.1fs: %d points, %d indexed, %d segments", time.monotonic() - started,
+                         info.points_count, info.indexed_vectors_count, info.segments_count)
+
+    def _count_change(self, n: int) -> None:
+        self._changed += n
+        if self._changed >= OPTIMIZE_EVERY:
+            self.optimize()
+
+    def layout(self):
+        info = self.chunks.info()
+        applied = []
+        for seg in (self.path / "chunks" / "segments").glob("*/segment.json"):
+            vectors = json.loads(seg.read_text())["config"]["vector_data"][""]
+            if vectors["index"]["type"] != "hnsw":             # the appendable segment: plain until optimized
+                continue
+            scalar = (vectors.get("quantization_config") or {}).get("scalar") or {}
+            found = {"on_disk": vectors["storage_type"] == "Mmap", "quantization": scalar.get("type", "none"),
+                     "hnsw_m": vectors["index"]["options"]["m"],
+                     "hnsw_ef_construct": vectors["index"]["options"]["ef_construct"]}
+            if found not in applied:
+                applied.append(found)
+        return {"points": info.points_count, "indexed": info.indexed_vectors_count, "segments": info.segments_count,
+                "applied": applied}
 
     def _filter(self, match: dict[str, str] | None, where: SearchFilter | None = None):
         qe = self.qe
@@ -249,17 +341,20 @@ class EdgeStore(Store):
                     gte=where.modified_after, lt=where.modified_before)))
         return qe.Filter(must=must) if must else None
 
-    def _scroll(self, shard, match, with_vector: bool = False) -> Iterator[Any]:
+    def _scroll(self, shard, match, with_vector: bool = False, include: list[str] | None = None,
+                exclude: list[str] | None = None) -> Iterator[Any]:
+        selector = self.qe.PayloadSelector
+        payload = selector.Include(include) if include else selector.Exclude(exclude) if exclude else True
         offset = None
         while True:
             records, offset = shard.scroll(self.qe.ScrollRequest(
-                offset=offset, limit=_SCROLL, filter=self._filter(match), with_payload=True, with_vector=with_vector))
+                offset=offset, limit=_SCROLL, filter=self._filter(match), with_payload=payload, with_vector=with_vector))
             yield from records
             if offset is None:
                 return
 
-    def iter_chunks(self, match=None):
-        for rec in self._scroll(self.chunks, match):
+    def iter_chunks(self, match=None, fields=None):
+        for rec in self._scroll(self.chunks, match, include=fields):
             yield str(rec.id), rec.payload
 
     def iter_vectors(self, match=None):
@@ -271,6 +366,7 @@ class EdgeStore(Store):
             self.chunks.update(self.qe.UpdateOperation.upsert_points(
                 [self.qe.Point(pid, vec, payload) for pid, vec, payload in points]))
             self._wrote()
+            self._count_change(len(points))
 
     def set_metadata(self, ids, metadata):
         if ids:
@@ -281,10 +377,12 @@ class EdgeStore(Store):
         if ids:
             self.chunks.update(self.qe.UpdateOperation.delete_points(list(ids)))
             self._wrote()
+            self._count_change(len(ids))
 
-    def search(self, vector, limit, where=None):
+    def search(self, vector, limit, where=None, exact=False):
         qe = self.qe
-        hits = self.chunks.query(qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector),
+        params = qe.SearchParams(exact=True) if exact else self.params
+        hits = self.chunks.query(qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector), params=params,
                                                  filter=self._filter(None, where), with_payload=True, with_vector=False))
         return [Hit(str(h.id), h.score, h.payload) for h in hits]
 
@@ -311,8 +409,9 @@ class EdgeStore(Store):
             [self.qe.Point(record.point_id, _PAGE_VECTOR, asdict(record))]))
         self._wrote()
 
-    def iter_pages(self, source=None):
-        for rec in self._scroll(self.pages_shard, {"source": source} if source else None):
+    def iter_pages(self, source=None, ids=True):
+        for rec in self._scroll(self.pages_shard, {"source": source} if source else None,
+                                exclude=None if ids else _ID_LISTS):
             if "source" in rec.payload:
                 yield _record(rec.payload)
 
@@ -334,10 +433,11 @@ class ClientStore(Store):
     """A Qdrant server (or qdrant-client's local mode, which tests use to check the same
     calls a server gets) through qdrant-client."""
 
-    def __init__(self, client, collection: str, dim: int, close_client: bool = True) -> None:
+    def __init__(self, client, collection: str, dim: int, close_client: bool = True,
+                 settings: StoreSettings = StoreSettings()) -> None:
         super().__init__()
         from qdrant_client import models
-        self.m = models
+        self.m, self.settings = models, settings
         self.client = client
         self.close_client = close_client
         self.collection = collection
@@ -345,13 +445,40 @@ class ClientStore(Store):
         kinds = models.PayloadSchemaType
         chunk_indexes = {**dict.fromkeys(KEYWORD_FIELDS, kinds.KEYWORD), **dict.fromkeys(DATETIME_FIELDS, kinds.DATETIME)}
         for name, size, indexes in ((collection, dim, chunk_indexes), (self.pages_collection, 1, {"source": kinds.KEYWORD})):
+            graph = name == collection
             if not client.collection_exists(name):
-                client.create_collection(name, vectors_config=models.VectorParams(size=size, distance=models.Distance.COSINE))
-            if client.init_options.get("location") is None and client.init_options.get("path") is None:
+                client.create_collection(name, **collection_params(settings, size, graph))
+            elif self._server:
+                self._apply(name, graph)
+            if self._server:
                 have = client.get_collection(name).payload_schema      # local mode has no payload indexes
                 for key, kind in indexes.items():
                     if key not in have:
                         client.create_payload_index(name, key, kind)
+        quantized = models.QuantizationSearchParams(rescore=True, oversampling=settings.oversampling)
+        self.search_params = models.SearchParams(hnsw_ef=settings.search_ef, quantization=quantized if (
+            settings.quantization == "int8") else None) if self._server else None   # local mode searches exactly
+
+    @property
+    def _server(self) -> bool:
+        return self.client.init_options.get("location") is None and self.client.init_options.get("path") is None
+
+    def _apply(self, name: str, graph: bool) -> None:
+        """Settings changed since the collection was made: the server takes them in place and
+        rebuilds its segments in the background."""
+        want = collection_params(self.settings, 1, graph)
+        have = self.client.get_collection(name).config
+        if (have.params.vectors.on_disk, have.params.on_disk_payload, have.hnsw_config.m, have.hnsw_config.ef_construct,
+                have.quantization_config is not None) == (
+                want["vectors_config"].on_disk, want["on_disk_payload"], want["hnsw_config"].m,
+                want["hnsw_config"].ef_construct, want["quantization_config"] is not None):
+            return
+        m = self.m
+        log.info("applying the [qdrant] storage settings to %s in place", name)
+        self.client.update_collection(
+            name, vectors_config={"": m.VectorParamsDiff(on_disk=want["vectors_config"].on_disk)},
+            hnsw_config=want["hnsw_config"], quantization_config=want["quantization_config"] or m.Disabled.DISABLED,
+            collection_params=m.CollectionParamsDiff(on_disk_payload=want["on_disk_payload"]))
 
     def _filter(self, match, where=None):
         m = self.m
@@ -366,17 +493,21 @@ class ClientStore(Store):
                     gte=where.modified_after, lt=where.modified_before)))
         return m.Filter(must=must) if must else None
 
-    def _scroll(self, collection, match, with_vectors: bool = False):
+    def _scroll(self, collection, match, with_vectors: bool = False, include: list[str] | None = None,
+                exclude: list[str] | None = None):
+        m = self.m
+        payload = m.PayloadSelectorInclude(include=include) if include else \
+            m.PayloadSelectorExclude(exclude=exclude) if exclude else True
         offset = None
         while True:
             records, offset = self.client.scroll(collection, scroll_filter=self._filter(match), limit=_SCROLL,
-                                                 offset=offset, with_payload=True, with_vectors=with_vectors)
+                                                 offset=offset, with_payload=payload, with_vectors=with_vectors)
             yield from records
             if offset is None:
                 return
 
-    def iter_chunks(self, match=None):
-        for rec in self._scroll(self.collection, match):
+    def iter_chunks(self, match=None, fields=None):
+        for rec in self._scroll(self.collection, match, include=fields):
             yield str(rec.id), rec.payload
 
     def iter_vectors(self, match=None):
@@ -399,15 +530,16 @@ class ClientStore(Store):
             self.client.delete(self.collection, points_selector=self.m.PointIdsList(points=list(ids)), wait=True)
             self._wrote()
 
-    def search(self, vector, limit, where=None):
-        res = self.client.query_points(self.collection, query=vector, limit=limit,
+    def search(self, vector, limit, where=None, exact=False):
+        params = self.m.SearchParams(exact=True) if exact and self._server else self.search_params
+        res = self.client.query_points(self.collection, query=vector, limit=limit, search_params=params,
                                        query_filter=self._filter(None, where), with_payload=True)
         return [Hit(str(p.id), p.score, p.payload) for p in res.points]
 
     def search_groups(self, vector, groups, per_group, where=None):
         res = self.client.query_points_groups(self.collection, group_by=GROUP_BY, query=vector, limit=groups,
                                               group_size=per_group, query_filter=self._filter(None, where),
-                                              with_payload=True)
+                                              with_payload=True, search_params=self.search_params)
         return [[Hit(str(p.id), p.score, p.payload) for p in group.hits] for group in res.groups]
 
     def count_chunks(self, match=None):
@@ -429,10 +561,20 @@ class ClientStore(Store):
             self.m.PointStruct(id=record.point_id, vector=_PAGE_VECTOR, payload=asdict(record))])
         self._wrote()
 
-    def iter_pages(self, source=None):
-        for rec in self._scroll(self.pages_collection, {"source": source} if source else None):
+    def iter_pages(self, source=None, ids=True):
+        for rec in self._scroll(self.pages_collection, {"source": source} if source else None,
+                                exclude=None if ids else _ID_LISTS):
             if "source" in rec.payload:
                 yield _record(rec.payload)
+
+    def layout(self):
+        info = self.client.get_collection(self.collection)
+        scalar = getattr(info.config.quantization_config, "scalar", None)
+        applied = {"on_disk": bool(info.config.params.vectors.on_disk),
+                   "quantization": scalar.type.value if scalar else "none",
+                   "hnsw_m": info.config.hnsw_config.m, "hnsw_ef_construct": info.config.hnsw_config.ef_construct}
+        return {"points": info.points_count, "indexed": info.indexed_vectors_count, "segments": info.segments_count,
+                "applied": [applied]}
 
     def fingerprint(self):
         found = self.client.retrieve(self.pages_collection, [FINGERPRINT_ID], with_payload=True)
@@ -445,6 +587,19 @@ class ClientStore(Store):
     def close(self):
         if self.close_client:
             self.client.close()
+
+
+def collection_params(settings: StoreSettings, dim: int, graph: bool = True) -> dict[str, Any]:
+    """create_collection arguments for a server: the layout the embedded engine gets (page
+    records are fetched by id, never searched: no graph, no quantization)."""
+    from qdrant_client import models as m
+    quantization = m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, quantile=0.99,
+                                                                          always_ram=True))
+    return {"vectors_config": m.VectorParams(size=dim, distance=m.Distance.COSINE, on_disk=settings.on_disk),
+            "on_disk_payload": settings.on_disk,
+            "hnsw_config": m.HnswConfigDiff(m=settings.hnsw_m if graph else 0, ef_construct=settings.hnsw_ef_construct,
+                                            on_disk=settings.on_disk),
+            "quantization_config": quantization if graph and settings.quantization == "int8" else None}
 
 
 class Catalog:
@@ -474,8 +629,8 @@ class EdgeCatalog(Catalog):
     alias is a file naming one, replaced atomically (os.replace after fsync), so a crash
     leaves either the old name or the new one."""
 
-    def __init__(self, root: Path, collection: str, dim: int) -> None:
-        self.root, self.collection, self.dim = root, collection, dim
+    def __init__(self, root: Path, collection: str, dim: int, settings: StoreSettings = StoreSettings()) -> None:
+        self.root, self.collection, self.dim, self.settings = root, collection, dim, settings
         self.alias = root / f"{collection}.alias"
 
     def live(self) -> str:
@@ -486,7 +641,7 @@ class EdgeCatalog(Catalog):
         return f"{self.collection}.{max([1, *(int(t) for t in taken if t.isdigit())]) + 1}"
 
     def open(self, physical: str, dim: int | None = None) -> Store:
-        return EdgeStore(self.root / physical, dim or self.dim)
+        return EdgeStore(self.root / physical, dim or self.dim, self.settings)
 
     def switch(self, physical: str) -> str:
         old = self.live()
@@ -506,9 +661,9 @@ class ClientCatalog(Catalog):
     """A Qdrant server: physical collections `<collection>_g<N>` (and `…_pages`) behind two
     Qdrant aliases, `<collection>` and `<collection>_pages`, switched in one alias update."""
 
-    def __init__(self, client, collection: str, dim: int) -> None:
+    def __init__(self, client, collection: str, dim: int, settings: StoreSettings = StoreSettings()) -> None:
         from qdrant_client import models
-        self.m, self.client, self.collection, self.dim = models, client, collection, dim
+        self.m, self.client, self.collection, self.dim, self.settings = models, client, collection, dim, settings
 
     def _aliases(self) -> dict[str, str]:
         return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
@@ -529,7 +684,7 @@ class ClientCatalog(Catalog):
         return f"{self.collection}_g{max([1, *(int(g) for g in gens if g.isdigit())]) + 1}"
 
     def open(self, physical: str, dim: int | None = None) -> Store:
-        return ClientStore(self.client, physical, dim or self.dim, close_client=False)
+        return ClientStore(self.client, physical, dim or self.dim, close_client=False, settings=self.settings)
 
     def switch(self, physical: str) -> str:
         aliases = self._aliases()
@@ -563,7 +718,7 @@ def open_catalog(config, dim: int) -> Catalog:
     if config.qdrant_url:
         from qdrant_client import QdrantClient
         api_key = env_secret(config.qdrant_api_key_env, "[qdrant]") if config.qdrant_api_key_env else None
-        return ClientCatalog(QdrantClient(url=config.qdrant_url, api_key=api_key), config.collection, dim)
+        return ClientCatalog(QdrantClient(url=config.qdrant_url, api_key=api_key), config.collection, dim, config.store)
     root = embedded_root(config.data_dir)
     root.mkdir(parents=True, exist_ok=True)
-    return EdgeCatalog(root, config.collection, dim)
+    return EdgeCatalog(root, config.collection, dim, config.store)

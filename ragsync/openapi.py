@@ -48,6 +48,9 @@ SCHEMAS: dict[str, Any] = {
                    attempts=INT, failed_at=NUM),
     "Keys": _obj([], keys={"type": ["array", "null"], "items": {"type": "array", "items": STR,
                                                                   "minItems": 2, "maxItems": 2}}),
+    "PageRecord": _obj(["source", "doc_id", "state", "modified", "chunks", "points"], source=STR, doc_id=STR,
+                       state={"enum": ["live", "gone"]}, modified=STR, title=STR, url=STR, indexed_at=STR,
+                       reason=STR, chunks=INT, points=INT),
     "Health": _obj(["status"], status=STR, service=STR, instance=NULLABLE_STR, error=STR),
 }
 
@@ -65,7 +68,7 @@ def _answer(description: str, schema: str | None = None, media: str = JSON) -> d
 
 def _errors(*codes: int) -> dict[str, Any]:
     meaning = {400: "bad input", 401: "bad or missing signature or token", 403: "not allowed",
-               404: "unknown source", 413: "body too large", 415: "not JSON", 429: "rate limited (Retry-After)",
+               404: "unknown source or page", 413: "body too large", 415: "not JSON", 429: "rate limited (Retry-After)",
                503: "temporarily unavailable (Qdrant, the embedding server)"}
     return {str(c): _answer(meaning[c], "Error") for c in codes}
 
@@ -138,6 +141,11 @@ def document(engine: Engine) -> dict[str, Any]:
             "tags": ["admin"], "operationId": op, "summary": summary, "security": admin,
             **({"requestBody": {"content": {JSON: {"schema": requests[op]}}}} if op in requests else {}),
             "responses": {"200": ok, **_errors(400, 401, 403, 503)}}
+    paths["/admin/pages/{source}/{doc_id}"] = {"get": {
+        "tags": ["admin"], "operationId": "admin_page", "summary": "What the index holds for one page",
+        "parameters": [{"name": name, "in": "path", "required": True, "schema": STR} for name in ("source", "doc_id")],
+        "security": admin, "responses": {"200": _answer("its record and point count", "PageRecord"),
+                                         **_errors(400, 401, 403, 404, 503)}}}
     paths["/admin/export"] = {"get": {
         "tags": ["admin"], "operationId": "admin_export", "summary": "Every point's payload, one JSON per line",
         "security": admin, "responses": {"200": _answer("JSON lines", media="application/x-ndjson"),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -47,6 +49,11 @@ class Operations:
                group: str | None = None) -> list[dict[str, Any]]:
         """The nearest chunks of live pages, best first — or with group="page" one entry per
         page with its best chunks; a bad argument raises Rejected(400)."""
+        raise NotImplementedError
+
+    def page(self, source: str, doc_id: str) -> dict[str, Any]:
+        """What the index holds for one page: its record (state, CMS modified time, when it was
+        indexed), the chunks its live version lists and the points Qdrant holds for it."""
         raise NotImplementedError
 
     def reconcile(self, source: str | None = None, dry_run: bool = False, force: bool = False) -> list[dict[str, Any]]:
@@ -115,6 +122,16 @@ class Local(Operations):
         where = SearchFilter(source=source or None, url_prefix=url_prefix or None, **times)
         return [r.as_dict() for r in self.engine.search(query, limit, where, pages=group == "page")]
 
+    def page(self, source: str, doc_id: str) -> dict[str, Any]:
+        self._sources(source)
+        store = self.engine.store
+        record = store.page(source, doc_id)
+        if record is None:
+            raise Rejected(404, f"no page {doc_id!r} in source {source!r}")
+        summary = {k: v for k, v in asdict(record).items() if k not in ("live_ids", "previous_ids")}
+        return {**summary, "chunks": len(record.live_ids),
+                "points": store.count_chunks({"metadata.source": source, "metadata.doc_id": doc_id})}
+
     def reconcile(self, source: str | None = None, dry_run: bool = False, force: bool = False) -> list[dict[str, Any]]:
         reports = reconcile.run(self.engine, self._sources(source), dry_run=dry_run, force=force,
                                 standalone=self.standalone)
@@ -169,6 +186,9 @@ class Remote(Operations):
         resp = self.http.get("/search", params=params, headers={"authorization": f"Bearer {token}"} if token else None)
         _check(resp)
         return resp.json()["results"]
+
+    def page(self, source: str, doc_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/admin/pages/{quote(source, safe='')}/{quote(doc_id, safe='')}")
 
     def reconcile(self, source: str | None = None, dry_run: bool = False, force: bool = False) -> list[dict[str, Any]]:
         body = {"source": source, "dry_run": dry_run, "force": force}

@@ -82,7 +82,7 @@ class Poller:
         many no webhook had announced. Without a cursor yet, the newest page record's time is
         one (what came before it was indexed or is the audit's); with no page at all, an audit."""
         note = self.engine.queue.notes(POLL).get(source, {})
-        cursor = note.get("cursor") or max((p.modified for p in self.engine.store.iter_pages(source)), default="")
+        cursor = note.get("cursor") or max((p.modified for p in self.engine.store.iter_pages(source, ids=False)), default="")
         if not cursor:
             self.audit(source)
             return 0

@@ -9,10 +9,11 @@ it removes nothing unless forced.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
@@ -82,10 +83,12 @@ def plan(engine: Engine, source: str, force: bool = False, store: Store | None =
         report.duration_s = time.monotonic() - started
         return report
     report.listed, report.newest = len(listed), max(listed.values(), default="")
-    records = {rec.doc_id: rec for rec in store.iter_pages(source)}
-    held: dict[str, set[str]] = defaultdict(set)
-    for pid, payload in (store.iter_chunks({"metadata.source": source}) if points else ()):
-        held[str(payload["metadata"].get("doc_id", ""))].add(pid)
+    held = _held(store, source) if points else {}
+    records, drifted = {}, set()
+    for rec in store.iter_pages(source, ids=points):          # read once; kept without the id lists
+        if points and rec.state == "live" and _digest(rec.live_ids) != held.get(rec.doc_id, _digest([])):
+            drifted.add(rec.doc_id)
+        records[rec.doc_id] = replace(rec, live_ids=[], previous_ids=[])
 
     for doc_id, modified in listed.items():
         rec = records.get(doc_id)
@@ -93,7 +96,7 @@ def plan(engine: Engine, source: str, force: bool = False, store: Store | None =
         if kind is None and points and rec is not None:
             if rec.state == "gone" and doc_id in held:
                 kind = "added"                      # known not public, yet points remain
-            elif rec.state == "live" and set(rec.live_ids) != held.get(doc_id, set()):
+            elif doc_id in drifted:
                 kind = "repaired"                   # points lost, orphaned or duplicated in Qdrant
         if kind is None:
             report.unchanged += 1
@@ -109,6 +112,25 @@ def plan(engine: Engine, source: str, force: bool = False, store: Store | None =
         report.tombstoned = []
     report.duration_s = time.monotonic() - started
     return report
+
+
+def _digest(ids: Iterable[str], start: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """A set of point ids as (count, XOR of their hashes): equal sets, equal digests; a lost,
+    orphaned or duplicated point changes it. Two ints per page instead of every id."""
+    count, acc = start
+    for pid in ids:
+        count += 1
+        acc ^= int.from_bytes(hashlib.blake2b(pid.encode(), digest_size=8).digest(), "big")
+    return count, acc
+
+
+def _held(store: Store, source: str) -> dict[str, tuple[int, int]]:
+    """doc_id → digest of the chunk points Qdrant holds for it, reading only their doc ids."""
+    digests: dict[str, tuple[int, int]] = {}
+    for pid, payload in store.iter_chunks({"metadata.source": source}, fields=["metadata.doc_id"]):
+        doc_id = str(payload["metadata"].get("doc_id", ""))
+        digests[doc_id] = _digest([pid], digests.get(doc_id, (0, 0)))
+    return digests
 
 
 def run(engine: Engine, sources: list[str], *, dry_run: bool = False, force: bool = False,

@@ -248,6 +248,11 @@ def status():
     return jsonify(_ops().status())
 
 
+@admin.get("/pages/<source>/<path:doc_id>")
+def page(source: str, doc_id: str):
+    return jsonify(_ops().page(source, doc_id))
+
+
 @admin.get("/export")
 def export():
     return Response((line + "\n" for line in _ops().export()), mimetype="application/x-ndjson")

@@ -18,6 +18,8 @@ import re
 import sys
 import tempfile
 import time
+import uuid
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+import numpy as np  # noqa: E402
 
 from ragsync import config as config_mod  # noqa: E402
 from ragsync import reconcile  # noqa: E402
@@ -33,7 +36,8 @@ from ragsync.config import Config, EmbeddingConfig  # noqa: E402
 from ragsync.daemon import Daemon  # noqa: E402
 from ragsync.embed import LocalEmbedder  # noqa: E402
 from ragsync.extract import extract  # noqa: E402
-from tests.support import SECRET, SECRET_ENV, run_main, signed  # noqa: E402
+from ragsync.index import PageRecord, embedded_root, open_catalog  # noqa: E402
+from tests.support import ADMIN_TOKEN, SECRET, SECRET_ENV, ServeProcess, free_port, run_main, signed  # noqa: E402
 from tests.fakes import FakeWordPress  # noqa: E402
 
 
@@ -54,12 +58,6 @@ class CachingEmbedder(LocalEmbedder):
         return [self.cache.get(t) or fresh[t] for t in texts]
 
 
-def rss_mb() -> tuple[float, float]:
-    status = Path("/proc/self/status").read_text()
-    get = lambda key: int(re.search(rf"{key}:\s+(\d+)", status).group(1)) / 1024  # noqa: E731
-    return get("VmRSS"), get("VmHWM")
-
-
 def line(label: str, value: str) -> None:
     print(f"  {label:<58} {value}", flush=True)
 
@@ -67,12 +65,15 @@ def line(label: str, value: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus" / "rust-docs.jsonl"))
-    ap.add_argument("--points", type=int, default=50_000, help="grow the index to this many points")
-    ap.add_argument("--edits", type=int, default=60, help="timed webhook edits")
+    ap.add_argument("--points", type=int, nargs="+", default=[50_000],
+                    help="grow the index to each of these sizes and measure `ragsync serve` there")
+    ap.add_argument("--edits", type=int, default=40, help="timed webhook edits at each size")
+    ap.add_argument("--queries", type=int, default=200, help="timed searches (and recall queries) at each size")
     ap.add_argument("--reconcile-pages", type=int, default=10_000)
     ap.add_argument("--no-baseline", action="store_true", help="skip the raw encode (no ratio)")
     args = ap.parse_args()
     os.environ[SECRET_ENV] = SECRET
+    os.environ["RAGSYNC_ADMIN_TOKEN"] = ADMIN_TOKEN
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     rows = [json.loads(x) for x in open(args.corpus, encoding="utf-8")]
     tmp = Path(tempfile.mkdtemp(prefix="ragsync-bench-"))
@@ -80,7 +81,7 @@ def main() -> None:
     for i, row in enumerate(rows, 1):
         wp.publish(i, row["title"], row["html"])
     config = config_mod.load(_config_file(tmp, wp))
-    embedder = CachingEmbedder(tmp / "models")
+    embedder = CachingEmbedder(config.data_dir / "models")             # `ragsync serve` finds the ONNX export there
     print(f"ragsync bench — {len(rows)} pages, data in {tmp}")
 
     # 1. baseline: the model alone on exactly the chunks ragsync makes
@@ -158,51 +159,139 @@ def main() -> None:
                                                               f"({embedder.embedded - embedded} chunks embedded)")
     idle()
 
-    # 5. grow to >= 50k points with replicas (vectors from the baseline: no embedding), then time edits
-    embedder.cache.update(embedder.seen)
+    http.close()
+    daemon.stop()
+    bench_scale(config, embedder, wp, sorted(args.points), args.edits, args.queries)
+    wp.close()
+
+    if args.reconcile_pages:
+        bench_reconcile(args.reconcile_pages, embedder.seen, tmp / "reconcile")
+
+
+def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targets: list[int],
+                edits: int, queries: int) -> None:
+    """Grow the synced index to each target by replicas of the corpus, written straight into
+    the store (vectors perturbed, so no two points are equal and recall means something),
+    then start `ragsync serve` as its own process — this one keeps the fake CMS — and
+    measure it: start-up, RSS, search latency over HTTP, webhook → searchable freshness,
+    disk; then recall@10 of the default (quantized) search against an exact scan."""
+    catalog = open_catalog(config, embedder.dim)
+    live = catalog.live()
+    store = catalog.open(live)
+    pages = [p for p in store.iter_pages("blog") if p.state == "live"]
+    chunks = {pid: (vec, payload) for pid, vec, payload in store.iter_vectors()}
+    store.close()
+    rnd, noise = random.Random(3), np.random.default_rng(3)
+    texts = [payload["page_content"] for _, payload in chunks.values()]
+    asked = [" ".join(t.split("\n\n", 1)[-1].split()[:12]) for t in rnd.sample(texts, queries)]
+    vectors = [embedder.embed_query(q) for q in asked]
     copies = 0
-    t = time.perf_counter()
-    while engine.store.count_chunks() < args.points:
-        copies += 1
-        for i, row in enumerate(rows, 1):
-            wp.publish(copies * 1000 + i, row["title"], row["html"])
-            engine.queue.add("blog", str(copies * 1000 + i))
-        idle()
-    total = engine.store.count_chunks()
-    print(f"freshness at {total} points ({copies} replicas of the corpus, grown in {time.perf_counter() - t:.0f}s)")
-    rnd = random.Random(7)
-    latencies = []
-    for n in range(args.edits):
-        post_id = rnd.randrange(1, len(rows) + 1)
+    rows = []
+    print(f"scale (replicas of the corpus; `ragsync serve` in its own process; {queries} searches, {edits} edits)")
+    for target in targets:
+        store = catalog.open(live)
+        t = time.perf_counter()
+        while store.count_chunks() < target:
+            copies += 1
+            _replica(store, pages, chunks, copies, noise)
+        store.optimize()
+        grown = time.perf_counter() - t
+        store.close()
+        t = time.perf_counter()
+        catalog.open(live).close()
+        open_s = time.perf_counter() - t
+        t = time.perf_counter()
+        serve = ServeProcess(config.path, config.data_dir / "serve.log")
+        ready_s = time.perf_counter() - t
+        try:
+            search = _timed_searches(serve, asked)
+            fresh = _timed_edits(serve, wp, edits, rnd)
+            rss = _proc_memory(serve.proc.pid)
+            points = serve.admin("/admin/status")["points"]
+        finally:
+            serve.stop()
+        store = catalog.open(live)
+        recall = sum(len({h.id for h in store.search(v, 10)} & {h.id for h in store.search(v, 10, exact=True)})
+                     for v in vectors) / (10 * len(vectors))
+        store.close()
+        disk = sum(f.stat().st_size for f in (embedded_root(config.data_dir) / live).rglob("*") if f.is_file())
+        rows.append((points, rss))
+        print(f"  at {points:,} points (grown in {grown:.0f}s)")
+        line("RSS of `ragsync serve` (goal <= 1,500 MB at 1M)", f"{rss['VmRSS']:.0f} MB (anon {rss['RssAnon']:.0f}, "
+             f"file {rss['RssFile']:.0f}), peak {rss['VmHWM']:.0f} MB")
+        line("disk", f"{disk / 2**20:.0f} MB ({disk / points:.0f} B/point)")
+        line("store open / serve start-up to ready (goal <= 30 s)", f"{open_s:.2f} s / {ready_s:.1f} s")
+        line(f"search over HTTP, {len(asked)} queries (goal p99 <= 100 ms)", _percentiles(search))
+        line(f"webhook → searchable, {edits} edits (goal p50 <= 100, p99 <= 500 ms)", _percentiles(fresh))
+        line(f"recall@10 default vs exact, {len(vectors)} queries (goal >= 0.98)", f"{recall:.3f}")
+    for (p0, r0), (p1, r1) in zip(rows, rows[1:]):
+        line(f"RSS growth {p0:,} → {p1:,} points (goal <= 0.3 KB/point)",
+             f"{(r1['VmRSS'] - r0['VmRSS']) * 1024 / (p1 - p0):.2f} KB/point "
+             f"(anon {(r1['RssAnon'] - r0['RssAnon']) * 1024 / (p1 - p0):.2f})")
+
+
+def _replica(store, pages: list[PageRecord], chunks: dict, copy: int, noise) -> None:
+    """One copy of every page: new ids, doc ids and URLs; each vector nudged and renormalised."""
+    batch = []
+    for page in pages:
+        doc_id, url = f"{copy}{int(page.doc_id):06d}", f"{page.url.rstrip('/')}/copy-{copy}/"
+        ids = []
+        for pid in page.live_ids:
+            vec, payload = chunks[pid]
+            v = np.asarray(vec, dtype=np.float32) + noise.normal(0, 0.02, len(vec)).astype(np.float32)
+            new = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{doc_id}:{pid}"))
+            ids.append(new)
+            batch.append((new, (v / np.linalg.norm(v)).tolist(),
+                          {**payload, "metadata": {**payload["metadata"], "doc_id": doc_id, "url": url}}))
+        store.put_page(replace(page, doc_id=doc_id, url=url, live_ids=ids, previous_ids=[]))
+        if len(batch) >= 1000:
+            store.upsert_chunks(batch)
+            batch = []
+    store.upsert_chunks(batch)
+
+
+def _timed_searches(serve: ServeProcess, asked: list[str]) -> list[float]:
+    out = []
+    for q in asked:
+        t = time.perf_counter()
+        resp = serve.http.get("/search", params={"q": q, "limit": 10})
+        out.append(time.perf_counter() - t)
+        assert resp.status_code == 200 and resp.json()["results"], resp.text
+    return out
+
+
+def _timed_edits(serve: ServeProcess, wp: FakeWordPress, edits: int, rnd: random.Random) -> list[float]:
+    """One-sentence edits of corpus pages, each timed from the signed webhook until the
+    daemon's page record shows the new revision (its search then returns the new text)."""
+    out = []
+    for n in range(edits):
+        post_id = rnd.randrange(1, 239)
         html = wp.posts[post_id].html
         starts = [m.start() for m in re.finditer("<p>", html)] or [0]
         at = rnd.choice(starts) + 3 if "<p>" in html else 0
         wp.edit(post_id, html=html[:at] + f"Freshness probe {n} zqx{n}. " + html[at:])
         modified = wp.posts[post_id].modified.strftime("%Y-%m-%dT%H:%M:%SZ")
         t = time.perf_counter()
-        webhook(post_id)
-        while (rec := engine.store.page("blog", str(post_id))) is None or rec.modified != modified:
+        assert serve.webhook("blog", {"type": "post.updated", "id": post_id, "post_type": "post"}).status_code == 202
+        while serve.admin(f"/admin/pages/blog/{post_id}").get("modified") != modified:
             time.sleep(0.002)
-        latencies.append(time.perf_counter() - t)
-        idle()
-    (probe,) = [p for p in engine.store.doc_chunks("blog", str(post_id)).values()
-                if f"zqx{args.edits - 1}" in p["page_content"]]
-    hits = engine.search(probe["page_content"], 3)
-    assert hits and f"zqx{args.edits - 1}" in hits[0].text, "last edit not searchable"
-    latencies.sort()
-    p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    line(f"webhook → searchable over {len(latencies)} edits (goal p50 <= 300, p99 <= 1000 ms)",
-         f"p50 {p(0.5):.0f} ms, p90 {p(0.9):.0f} ms, p99 {p(0.99):.0f} ms, max {latencies[-1] * 1000:.0f} ms")
-    rss, hwm = rss_mb()
-    print("memory")
-    line("process RSS with the model loaded (goal <= 1,500 MB)", f"{rss:.0f} MB now, {hwm:.0f} MB peak "
-                                                                f"(at {total} points)")
-    http.close()
-    daemon.stop()
-    wp.close()
+        out.append(time.perf_counter() - t)
+    url = serve.admin(f"/admin/pages/blog/{post_id}")["url"]
+    hits = serve.http.get("/search", params={"q": f"Freshness probe {edits - 1} zqx{edits - 1}", "limit": 10,
+                                             "url_prefix": url}).json()["results"]
+    assert any(f"zqx{edits - 1}" in h["text"] for h in hits), "last edit not searchable"
+    return out
 
-    if args.reconcile_pages:
-        bench_reconcile(args.reconcile_pages, embedder.seen, tmp / "reconcile")
+
+def _proc_memory(pid: int) -> dict[str, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {k: int(re.search(rf"{k}:\s+(\d+)", status).group(1)) / 1024 for k in ("VmRSS", "RssAnon", "RssFile", "VmHWM")}
+
+
+def _percentiles(seconds: list[float]) -> str:
+    ms = sorted(x * 1000 for x in seconds)
+    p = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]  # noqa: E731
+    return f"p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms, max {ms[-1]:.0f} ms"
 
 
 def bench_reconcile(n_pages: int, vectors: dict[str, list[float]], tmp: Path) -> None:
@@ -315,7 +404,8 @@ def bench_polling(engine, wp: FakeWordPress, pages: int) -> None:
 def _config_file(tmp: Path, wp: FakeWordPress, polling: str = "poll_interval_s = 0\naudit_interval_s = 0") -> Path:
     """Webhooks only unless `polling` sets the clocks: each part measures one mechanism."""
     path = tmp / "ragsync.toml"
-    path.write_text(f'data_dir = "var"\n[server]\nreconcile_on_start = false\n[reconcile]\n{polling}\n[[sources]]\n'
+    path.write_text(f'data_dir = "var"\n[server]\nport = {free_port()}\nreconcile_on_start = false\n'
+                    f'[reconcile]\n{polling}\n[[sources]]\n'
                     f'name = "blog"\ntype = "wordpress"\nbase_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
     return path
 

@@ -30,11 +30,13 @@ def test_the_document_is_valid_and_every_answer_matches_it(daemon, wp):
         ("/admin/reindex", "post"): dict(headers=ADMIN, json={"drop_old": True}),
         ("/admin/dlq/replay", "post"): dict(headers=ADMIN, json={"keys": []}),
         ("/admin/dlq/drop", "post"): dict(headers=ADMIN, json={"keys": [["blog", "404"]]}),
+        ("/admin/pages/{source}/{doc_id}", "get"): dict(headers=ADMIN, url="/admin/pages/blog/1"),
     }
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert documented == set(calls)
     for (path, method), kwargs in calls.items():
-        resp = daemon.http.request(method.upper(), path, **kwargs)
+        url = kwargs.pop("url", path)
+        resp = daemon.http.request(method.upper(), url, **kwargs)
         answers = doc["paths"][path][method]["responses"]
         assert str(resp.status_code) in answers, (path, resp.status_code, resp.text[:200])
         content = answers[str(resp.status_code)].get("content", {})
@@ -43,6 +45,10 @@ def test_the_document_is_valid_and_every_answer_matches_it(daemon, wp):
         if schema:
             jsonschema.validate(resp.json(), {**schema, "components": doc["components"]},
                                 cls=jsonschema.Draft202012Validator)
+    page = daemon.http.get("/admin/pages/blog/1", headers=ADMIN).json()
+    assert (page["state"], page["chunks"], page["points"]) == ("live", 1, 1) and "live_ids" not in page
+    missing = daemon.http.get("/admin/pages/blog/404", headers=ADMIN)
+    assert missing.status_code == 404 and "404" in doc["paths"]["/admin/pages/{source}/{doc_id}"]["get"]["responses"]
     grouped = daemon.http.get("/search", params={"q": "borrowing", "group": "page"}).json()
     schema = doc["paths"]["/search"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     jsonschema.validate(grouped, {**schema, "components": doc["components"]}, cls=jsonschema.Draft202012Validator)

@@ -4,6 +4,7 @@ path) checked in qdrant-client's local mode, which takes the same calls a server
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from qdrant_client import QdrantClient
@@ -61,7 +62,12 @@ def test_store_contract(store):
     assert (store.count_pages("blog", "live"), store.count_pages("other", "gone"), store.count_pages("blog", "gone")) \
         == (1, 1, 0)
     assert len(list(store.iter_pages())) == 2
+    assert [r.live_ids for r in store.iter_pages("blog", ids=False)] == [[]]      # O(pages): no id lists read
+    assert replace(next(store.iter_pages("blog", ids=False)), live_ids=rec.live_ids) == rec
     assert len(list(store.iter_chunks())) == 4
+    assert {pid: p for pid, p in store.iter_chunks({"metadata.doc_id": "a"}, fields=["metadata.doc_id"])} == \
+        {_point(i, "a")[0]: {"metadata": {"doc_id": "a"}} for i in (0, 2)}
+    assert store.search(near, 1, exact=True)[0].id == store.search(near, 1)[0].id
 
 
 def test_the_whole_pass_runs_on_qdrant_client(tmp_path, embedder, wp):
