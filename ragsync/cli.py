@@ -20,6 +20,7 @@ from ragsync import config as config_mod
 from ragsync import logs
 from ragsync.config import Config
 from ragsync.errors import RagsyncError
+from ragsync.index import describe
 
 
 def main() -> None:
@@ -157,6 +158,7 @@ def status(cfg: Config, as_json: bool) -> None:
     click.echo(f"daemon   {data['daemon'] or 'not running'}")
     click.echo(f"points   {data['points']}    pending {data['pending']} (oldest {data['oldest_pending_s']}s)"
                f"    dead-letter {data['dead']}    embedded since start {data['chunks_embedded']}")
+    click.echo(f"store    {describe(data['collection']['store'])}")
     rows = [("source", "live pages", "gone", "points", "deletions held", "last reconcile", "caught (all time)",
              "last poll / audit")]
     for name, s in data["sources"].items():

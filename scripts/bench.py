@@ -3,13 +3,15 @@
 On the shared corpus served by a fake WordPress, with the real model and the default
 embedded store, in one run: the model's raw encode throughput (the baseline), initial sync
 throughput and its ratio to it, an unchanged republish (embeds, writes), a one-paragraph
-edit of a ~2,000-word page (embeds), webhook → searchable freshness at >= 50k points, the
-reconcile of 10,000 pages with 1 % drift, and the process RSS.
+edit of a ~2,000-word page (embeds); then at each `--points` size `ragsync serve` in its own
+process: RSS, disk, start-up, search latency, webhook → searchable freshness, recall@10 of the
+default search against exact search; the reconcile of 10,000 pages with 1 % drift.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
@@ -69,6 +71,7 @@ def main() -> None:
                     help="grow the index to each of these sizes and measure `ragsync serve` there")
     ap.add_argument("--edits", type=int, default=40, help="timed webhook edits at each size")
     ap.add_argument("--queries", type=int, default=200, help="timed searches (and recall queries) at each size")
+    ap.add_argument("--memory-mb", type=int, help="run `ragsync serve` in a memory cgroup of this size (needs root)")
     ap.add_argument("--reconcile-pages", type=int, default=10_000)
     ap.add_argument("--no-baseline", action="store_true", help="skip the raw encode (no ratio)")
     args = ap.parse_args()
@@ -161,7 +164,7 @@ def main() -> None:
 
     http.close()
     daemon.stop()
-    bench_scale(config, embedder, wp, sorted(args.points), args.edits, args.queries)
+    bench_scale(config, embedder, wp, sorted(args.points), args.edits, args.queries, args.memory_mb)
     wp.close()
 
     if args.reconcile_pages:
@@ -169,7 +172,7 @@ def main() -> None:
 
 
 def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targets: list[int],
-                edits: int, queries: int) -> None:
+                edits: int, queries: int, memory_mb: int | None) -> None:
     """Grow the synced index to each target by replicas of the corpus, written straight into
     the store (vectors perturbed, so no two points are equal and recall means something),
     then start `ragsync serve` as its own process — this one keeps the fake CMS — and
@@ -187,7 +190,8 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targ
     vectors = [embedder.embed_query(q) for q in asked]
     copies = 0
     rows = []
-    print(f"scale (replicas of the corpus; `ragsync serve` in its own process; {queries} searches, {edits} edits)")
+    print(f"scale (replicas of the corpus; `ragsync serve` in its own process"
+          f"{f' capped at {memory_mb} MB' if memory_mb else ''}; {queries} searches, {edits} edits)")
     for target in targets:
         store = catalog.open(live)
         t = time.perf_counter()
@@ -201,7 +205,7 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targ
         catalog.open(live).close()
         open_s = time.perf_counter() - t
         t = time.perf_counter()
-        serve = ServeProcess(config.path, config.data_dir / "serve.log")
+        serve = ServeProcess(config.path, config.data_dir / "serve.log", _capped(memory_mb))
         ready_s = time.perf_counter() - t
         try:
             search = _timed_searches(serve, asked)
@@ -214,11 +218,11 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targ
         recall = sum(len({h.id for h in store.search(v, 10)} & {h.id for h in store.search(v, 10, exact=True)})
                      for v in vectors) / (10 * len(vectors))
         store.close()
-        disk = sum(f.stat().st_size for f in (embedded_root(config.data_dir) / live).rglob("*") if f.is_file())
+        disk = sum(f.stat().st_blocks * 512 for f in (embedded_root(config.data_dir) / live).rglob("*") if f.is_file())
         rows.append((points, rss))
         print(f"  at {points:,} points (grown in {grown:.0f}s)")
         line("RSS of `ragsync serve` (goal <= 1,500 MB at 1M)", f"{rss['VmRSS']:.0f} MB (anon {rss['RssAnon']:.0f}, "
-             f"file {rss['RssFile']:.0f}), peak {rss['VmHWM']:.0f} MB")
+             f"file-backed {rss['RssFile']:.0f}), peak {rss['VmHWM']:.0f} MB")
         line("disk", f"{disk / 2**20:.0f} MB ({disk / points:.0f} B/point)")
         line("store open / serve start-up to ready (goal <= 30 s)", f"{open_s:.2f} s / {ready_s:.1f} s")
         line(f"search over HTTP, {len(asked)} queries (goal p99 <= 100 ms)", _percentiles(search))
@@ -230,11 +234,28 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targ
              f"(anon {(r1['RssAnon'] - r0['RssAnon']) * 1024 / (p1 - p0):.2f})")
 
 
+def _capped(memory_mb: int | None) -> list[str] | None:
+    """A wrapper that runs `ragsync serve` in a memory cgroup of that size (page cache
+    included, as on a small machine), or None. cgroup v1 or v2, whichever this machine has."""
+    if not memory_mb:
+        return None
+    mine = Path("/proc/self/cgroup").read_text().splitlines()
+    v1 = [line.split(":", 2)[2] for line in mine if line.split(":")[1] == "memory"]
+    group, limit = (Path("/sys/fs/cgroup/memory" + v1[0]), "memory.limit_in_bytes") if v1 else \
+        (Path("/sys/fs/cgroup" + mine[-1].split(":", 2)[2]), "memory.max")
+    group = group / f"ragsync-bench-{os.getpid()}"
+    group.mkdir(exist_ok=True)
+    atexit.register(lambda: group.exists() and group.rmdir())
+    (group / limit).write_text(str(memory_mb * 2**20))
+    return ["sh", "-c", f'echo $$ > {group / "cgroup.procs"} && exec "$@"', "sh"]
+
+
 def _replica(store, pages: list[PageRecord], chunks: dict, copy: int, noise) -> None:
-    """One copy of every page: new ids, doc ids and URLs; each vector nudged and renormalised."""
+    """One copy of every page: new ids, doc ids and URLs (another host, so a URL-prefix filter
+    on an original page matches it alone); each vector nudged and renormalised."""
     batch = []
     for page in pages:
-        doc_id, url = f"{copy}{int(page.doc_id):06d}", f"{page.url.rstrip('/')}/copy-{copy}/"
+        doc_id, url = f"{copy}{int(page.doc_id):06d}", page.url.replace("://", f"://copy-{copy}.", 1)
         ids = []
         for pid in page.live_ids:
             vec, payload = chunks[pid]
@@ -405,7 +426,7 @@ def _config_file(tmp: Path, wp: FakeWordPress, polling: str = "poll_interval_s =
     """Webhooks only unless `polling` sets the clocks: each part measures one mechanism."""
     path = tmp / "ragsync.toml"
     path.write_text(f'data_dir = "var"\n[server]\nport = {free_port()}\nreconcile_on_start = false\n'
-                    f'[reconcile]\n{polling}\n[[sources]]\n'
+                    f'search_rate_limit_per_s = 0\n[reconcile]\n{polling}\n[[sources]]\n'
                     f'name = "blog"\ntype = "wordpress"\nbase_url = "{wp.url}"\nwebhook_secret_env = "{SECRET_ENV}"\n')
     return path
 

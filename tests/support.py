@@ -184,12 +184,13 @@ class Harness(Daemon):
 class ServeProcess:
     """`ragsync serve` as a real child process (for kill -9, SIGTERM and CLI-over-HTTP tests)."""
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    def __init__(self, config_path: Path, log_path: Path, wrap: list[str] | None = None) -> None:
+        """`wrap`: a command that execs the rest of its arguments (e.g. into a memory cgroup)."""
         self.config = config_mod.load(config_path)
         self.url = self.config.base_url
         self.log = open(log_path, "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ragsync", "--config", str(config_path), "serve"],
-                                     stdout=self.log, stderr=self.log, env=os.environ.copy())
+        self.proc = subprocess.Popen([*(wrap or []), sys.executable, "-m", "ragsync", "--config", str(config_path),
+                                      "serve"], stdout=self.log, stderr=self.log, env=os.environ.copy())
         self.http = httpx.Client(base_url=self.url, timeout=30)
         wait_for(self._ready, 180, f"ragsync serve on {self.url}")
 

@@ -15,6 +15,7 @@ from ragsync.chunk import Chunker
 from ragsync.config import StoreSettings
 from ragsync.extract import extract
 from ragsync.index import INDEX_KB, ClientStore, EdgeStore, PageRecord, collection_params
+from tests.support import page_html, wp_source
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "rust-docs.jsonl"
 DEFAULT = {"on_disk": True, "quantization": "int8", "hnsw_m": 16, "hnsw_ef_construct": 100}
@@ -34,6 +35,12 @@ def _write(store, vectors: np.ndarray, copy: int = 0, text=lambda i: f"chunk {i}
     return ids
 
 
+def _index_memory(store: EdgeStore) -> set[str]:
+    """Where the engine keeps each payload index of both shards, as it reports it."""
+    infos = [*store.chunks.info().payload_schema.values(), *store.pages_shard.info().payload_schema.values()]
+    return {str(getattr(i.params, "memory", None) or "default").removeprefix("Memory.") for i in infos}
+
+
 def test_the_default_layout_is_what_qdrant_reports(tmp_path):
     store = EdgeStore(tmp_path / "s", 384)
     try:
@@ -42,6 +49,7 @@ def test_the_default_layout_is_what_qdrant_reports(tmp_path):
         layout = store.layout()
         assert (layout["points"], layout["indexed"]) == (INDEXED, INDEXED)
         assert layout["applied"] == [DEFAULT]
+        assert _index_memory(store) == {"Cold"}                        # payload indexes memory-mapped too
     finally:
         store.close()
 
@@ -57,6 +65,7 @@ def test_settings_change_in_place_on_a_live_index(tmp_path):
         layout = store.layout()
         assert layout["applied"] == [{"on_disk": False, "quantization": "none", "hnsw_m": 8, "hnsw_ef_construct": 64}]
         assert layout["points"] == layout["indexed"] == INDEXED
+        assert _index_memory(store) == {"default"}
         assert store.search(vectors[7].tolist(), 1)[0].id == ids[7]
     finally:
         store.close()
@@ -142,3 +151,17 @@ def test_a_server_collection_gets_the_same_layout(tmp_path):
             assert store.layout()["applied"][0]["on_disk"] is on_disk
         finally:
             store.close()
+
+
+def test_a_daemon_restarted_with_other_store_settings_keeps_its_index(daemon_factory, wp):
+    """Store settings are not the vectors: no fingerprint refusal, no reindex, nothing re-embedded."""
+    wp.publish(1, "Traits", page_html(["Traits define shared behavior in an abstract way.", "Generics come next."]))
+    first = daemon_factory(wp_source(wp))
+    first.wp_event(1)
+    first.idle()
+    first.close()
+    second = daemon_factory(wp_source(wp), '[qdrant]\non_disk = false\nquantization = "none"\nhnsw_m = 8\n')
+    assert second.engine.config.store == StoreSettings(on_disk=False, quantization="none", hnsw_m=8)
+    hits = second.search("shared behavior")
+    assert hits and hits[0]["doc_id"] == "1"
+    assert second.engine.store.writes == 0 and second.engine.snapshot().collection["config_matches"]
