@@ -218,8 +218,7 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targ
         finally:
             serve.stop()
         store = catalog.open(live)
-        recall = sum(len({h.id for h in store.search(v, 10)} & {h.id for h in store.search(v, 10, exact=True)})
-                     for v in vectors) / (10 * len(vectors))
+        recall = sum(_found(store.search(v, 10), store.search(v, 10, exact=True)) for v in vectors) / (10 * len(vectors))
         store.close()
         disk = sum(f.stat().st_blocks * 512 for f in root.rglob("*") if f.is_file())
         rows.append((points, rss))
@@ -235,6 +234,13 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targ
         line(f"RSS growth {p0:,} → {p1:,} points (goal <= 0.3 KB/point)",
              f"{(r1['VmRSS'] - r0['VmRSS']) * 1024 / (p1 - p0):.2f} KB/point "
              f"(anon {(r1['RssAnon'] - r0['RssAnon']) * 1024 / (p1 - p0):.2f})")
+
+
+def _found(got: list, exact: list) -> int:
+    """Results among the exact top 10, ann-benchmarks' way: a result scoring at least the
+    exact 10th (less 1e-6) counts, so identical vectors (a page published twice, repeated
+    boilerplate) are not misses for coming in another order."""
+    return sum(h.score >= exact[-1].score - 1e-6 for h in got)
 
 
 def _evict(root: Path) -> None:
