@@ -4,6 +4,7 @@ ragsync to the same layout, and quantized search loses nothing measurable on the
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ragsync.extract import extract
 from ragsync.index import INDEX_KB, ClientStore, EdgeStore, PageRecord, collection_params
 from tests.support import page_html, wp_source
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "rust-docs.jsonl"
+CORPUS = Path(__file__).parent / "data" / "rust-docs-40.jsonl.gz"      # the shared corpus's first 40 pages
 DEFAULT = {"on_disk": True, "quantization": "int8", "hnsw_m": 16, "hnsw_ef_construct": 100}
 INDEXED = INDEX_KB * 1024 // (384 * 4) + 1500        # enough points for a segment with its graph and int8 copies
 
@@ -103,7 +104,7 @@ def test_an_index_written_by_the_previous_layout_opens_and_converges(tmp_path):
 def corpus_vectors(embedder) -> tuple[list[str], np.ndarray]:
     """The chunks of the first 40 corpus pages, embedded by the real model."""
     chunker = Chunker(embedder.tokenizer_file, 200)
-    rows = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()[:40]]
+    rows = [json.loads(line) for line in gzip.decompress(CORPUS.read_bytes()).decode("utf-8").splitlines()]
     texts = [c.embed_text for row in rows for c in chunker.chunk(extract(row["html"]))]
     return texts, np.asarray(embedder.embed(texts), dtype=np.float32)
 
