@@ -154,10 +154,11 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
         settings.update(_settings(Config, table, keys))
         if "trusted_proxies" in table:
             settings["trusted_proxies"] = _networks(table["trusted_proxies"], "[server]", "trusted_proxies")
+        if name == "qdrant":
+            store = _store(table, store_keys)
     for key in ("poll_interval_s", "audit_interval_s"):
         if settings.get(key, 0) < 0:
             raise ConfigError(f"[reconcile] {key} must be 0 (off) or a number of seconds, got {settings[key]!r}")
-    store = _store(_table(raw, "qdrant", set(_TABLES["qdrant"]) | set(store_keys)), store_keys)
     embedding_keys = {f.name: f.name for f in fields(EmbeddingConfig)}
     embedding = _embedding(_table(raw, "embedding", set(embedding_keys)), embedding_keys)
     sources: dict[str, SourceConfig] = {}

@@ -37,7 +37,7 @@ log = logging.getLogger("ragsync.index")
 
 PAGE_NS = uuid.UUID("0d7d2b8e-3f1a-4c55-9e41-7a0c6f2b9d13")
 FINGERPRINT_ID = str(uuid.uuid5(PAGE_NS, "ragsync:fingerprint"))   # a record beside the page records
-_ID_LISTS = ["live_ids", "previous_ids"]
+ID_LISTS = ["live_ids", "previous_ids"]     # a page record's chunk ids: O(points) in all
 _PAGE_VECTOR = [1.0]          # page records need a vector in Qdrant; they are never searched by it
 _SCROLL = 1000
 # The embedded engine optimizes only when asked, and holds the GIL while it does: segments are
@@ -417,7 +417,7 @@ class EdgeStore(Store):
 
     def iter_pages(self, source=None, ids=True):
         for rec in self._scroll(self.pages_shard, {"source": source} if source else None,
-                                exclude=None if ids else _ID_LISTS):
+                                exclude=None if ids else ID_LISTS):
             if "source" in rec.payload:
                 yield _record(rec.payload)
 
@@ -454,13 +454,13 @@ class ClientStore(Store):
             graph = name == collection
             if not client.collection_exists(name):
                 client.create_collection(name, **collection_params(settings, size, graph))
-            elif self._server:
-                self._apply(name, graph)
-            if self._server:
-                have = client.get_collection(name).payload_schema      # local mode has no payload indexes
-                for key, kind in indexes.items():
-                    if key not in have:
-                        client.create_payload_index(name, key, _index_schema(models, kind, settings.on_disk))
+            if not self._server:
+                continue                                 # local mode: no payload indexes, no layout to apply
+            info = client.get_collection(name)
+            self._apply(name, info.config, graph)
+            for key, kind in indexes.items():
+                if key not in info.payload_schema:
+                    client.create_payload_index(name, key, _index_schema(models, kind, settings.on_disk))
         quantized = models.QuantizationSearchParams(rescore=True, oversampling=settings.oversampling)
         self.search_params = models.SearchParams(hnsw_ef=settings.search_ef, quantization=quantized if (
             settings.quantization == "int8") else None) if self._server else None   # local mode searches exactly
@@ -469,15 +469,13 @@ class ClientStore(Store):
     def _server(self) -> bool:
         return self.client.init_options.get("location") is None and self.client.init_options.get("path") is None
 
-    def _apply(self, name: str, graph: bool) -> None:
+    def _apply(self, name: str, config, graph: bool) -> None:
         """Settings changed since the collection was made: the server takes them in place and
         rebuilds its segments in the background."""
         want = collection_params(self.settings, 1, graph)
-        have = self.client.get_collection(name).config
-        if (bool(have.params.vectors.on_disk), bool(have.params.on_disk_payload), have.hnsw_config.m,
-                have.hnsw_config.ef_construct, have.quantization_config is not None) == (
-                want["vectors_config"].on_disk, want["on_disk_payload"], want["hnsw_config"].m,
-                want["hnsw_config"].ef_construct, want["quantization_config"] is not None):
+        wanted = {"on_disk": want["vectors_config"].on_disk, "quantization": "int8" if want["quantization_config"]
+                  else "none", "hnsw_m": want["hnsw_config"].m, "hnsw_ef_construct": want["hnsw_config"].ef_construct}
+        if (_reported(config), bool(config.params.on_disk_payload)) == (wanted, want["on_disk_payload"]):
             return
         m = self.m
         log.info("applying the [qdrant] storage settings to %s in place", name)
@@ -569,18 +567,14 @@ class ClientStore(Store):
 
     def iter_pages(self, source=None, ids=True):
         for rec in self._scroll(self.pages_collection, {"source": source} if source else None,
-                                exclude=None if ids else _ID_LISTS):
+                                exclude=None if ids else ID_LISTS):
             if "source" in rec.payload:
                 yield _record(rec.payload)
 
     def layout(self):
         info = self.client.get_collection(self.collection)
-        scalar = getattr(info.config.quantization_config, "scalar", None)
-        applied = {"on_disk": bool(info.config.params.vectors.on_disk),
-                   "quantization": scalar.type.value if scalar else "none",
-                   "hnsw_m": info.config.hnsw_config.m, "hnsw_ef_construct": info.config.hnsw_config.ef_construct}
         return {"points": info.points_count, "indexed": info.indexed_vectors_count, "segments": info.segments_count,
-                "applied": [applied]}
+                "applied": [_reported(info.config)]}
 
     def fingerprint(self):
         found = self.client.retrieve(self.pages_collection, [FINGERPRINT_ID], with_payload=True)
@@ -593,6 +587,13 @@ class ClientStore(Store):
     def close(self):
         if self.close_client:
             self.client.close()
+
+
+def _reported(config) -> dict[str, Any]:
+    """The layout a server reports for a collection, in `Store.layout()`'s terms."""
+    scalar = getattr(config.quantization_config, "scalar", None)
+    return {"on_disk": bool(config.params.vectors.on_disk), "quantization": scalar.type.value if scalar else "none",
+            "hnsw_m": config.hnsw_config.m, "hnsw_ef_construct": config.hnsw_config.ef_construct}
 
 
 def _index_schema(m, kind, on_disk: bool):

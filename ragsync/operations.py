@@ -20,7 +20,7 @@ from ragsync.config import Config
 from ragsync.datalock import DataLock
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected
-from ragsync.index import SearchFilter, embedded_root
+from ragsync.index import ID_LISTS, SearchFilter, embedded_root
 from ragsync.times import iso_utc
 
 DAEMON_WAIT_S = 60                  # for a daemon that holds the data_dir to answer
@@ -128,7 +128,7 @@ class Local(Operations):
         record = store.page(source, doc_id)
         if record is None:
             raise Rejected(404, f"no page {doc_id!r} in source {source!r}")
-        summary = {k: v for k, v in asdict(record).items() if k not in ("live_ids", "previous_ids")}
+        summary = {k: v for k, v in asdict(record).items() if k not in ID_LISTS}
         return {**summary, "chunks": len(record.live_ids),
                 "points": store.count_chunks({"metadata.source": source, "metadata.doc_id": doc_id})}
 

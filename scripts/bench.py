@@ -308,7 +308,7 @@ def _timed_edits(serve: ServeProcess, wp: FakeWordPress, edits: int, rnd: random
     daemon's page record shows the new revision (its search then returns the new text)."""
     out = []
     for n in range(edits):
-        post_id = rnd.randrange(1, 239)
+        post_id = rnd.choice(sorted(wp.posts))
         html = wp.posts[post_id].html
         starts = [m.start() for m in re.finditer("<p>", html)] or [0]
         at = rnd.choice(starts) + 3 if "<p>" in html else 0
