@@ -30,7 +30,7 @@ _TABLES = {
     "qdrant": {"collection": "collection", "url": "qdrant_url", "api_key_env": "qdrant_api_key_env"},
     "queue": {k: k for k in ("max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s")},
     "chunking": {"max_tokens": "max_tokens"},
-    "reconcile": {k: k for k in ("max_delete_share", "delete_window_s", "poll_interval_s", "audit_interval_s")},
+    "reconcile": {k: k for k in ("max_delete_share", "delete_floor", "delete_window_s", "poll_interval_s", "audit_interval_s")},
 }
 _KINDS: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
 
@@ -95,7 +95,8 @@ class Config:
     lease_s: float = 60.0
     max_tokens: int = 200
     max_delete_share: float = 0.2
-    delete_window_s: float = 3600.0            # webhook-path deletion guard: max_delete_share per window
+    delete_floor: int = 10                     # a source may always lose this many pages per window
+    delete_window_s: float = 3600.0            # the deletion budget's window (every path)
     poll_interval_s: float = 60.0              # ask each CMS what changed since the last poll; 0 = off
     audit_interval_s: float = 900.0            # compare each CMS's listing with the page records; 0 = off
     embedding: EmbeddingConfig = EmbeddingConfig()

@@ -88,7 +88,7 @@ class Engine:
         self._shadow: Pipeline | None = None       # a reindex's new collection: passes go there too
         self.key_locks = [threading.Lock() for _ in range(64)]   # one pass per key at a time (passes, reindex)
         self.metrics = Metrics()
-        self.guard = DeletionGuard(config.max_delete_share, config.delete_window_s)
+        self.guard = DeletionGuard(config.max_delete_share, config.delete_window_s, config.delete_floor)
         self.queue = WorkQueue(config.data_dir, self._pass, redis_url=config.redis_url,
                                max_attempts=config.max_attempts, backoff_base_s=config.backoff_base_s,
                                backoff_max_s=config.backoff_max_s, lease_s=config.lease_s)

@@ -3,8 +3,8 @@ holds (page records *and* the chunk points themselves), and feed every differenc
 the same pass the webhooks use. Unchanged pages cost no body fetch and no embedding.
 
 Deletions go through the pass too, so the CMS's own fetch confirms each one; and if a run
-would remove more than `max_delete_share` of a source (an empty or truncated listing, say),
-it removes nothing unless forced.
+would remove more than the source's deletion budget (guard.py) allows, it removes nothing
+unless forced, and the held deletions show in status and metrics.
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ def plan(engine: Engine, source: str, force: bool = False, store: Store | None =
     False compares the listing with the page records only (O(pages), the daemon's audit):
     lost or orphaned chunk points are then left to the full run."""
     store = store or engine.store
-    max_delete_share = engine.config.max_delete_share
     started = time.monotonic()
     report = SourceReport(source)
     try:
@@ -105,11 +104,17 @@ def plan(engine: Engine, source: str, force: bool = False, store: Store | None =
     live = {d for d, rec in records.items() if rec.state == "live"}
     report.tombstoned = sorted((live | set(held)) - set(listed))
 
-    if report.tombstoned and not force and len(report.tombstoned) > max_delete_share * max(len(live), 1):
-        report.errors.append(
-            f"mass-deletion guard: would remove {len(report.tombstoned)} of {len(live)} pages "
-            f"(more than {max_delete_share:.0%}); nothing deleted — rerun with --force if this is right")
-        report.tombstoned = []
+    if report.tombstoned and not force:
+        room, peak = engine.guard.room(source, len(live))
+        if len(report.tombstoned) > room:
+            report.errors.append(
+                f"mass-deletion guard: would remove {len(report.tombstoned)} of {len(live)} pages, more than the "
+                f"{max(room, 0)} its deletion budget has left (max({engine.config.delete_floor}, "
+                f"{engine.config.max_delete_share:.0%} of {peak}) per {engine.config.delete_window_s:.0f}s, never all); "
+                f"nothing deleted — `ragsync reconcile --force --source {source}` applies them if this is right")
+            if store is engine.store:
+                engine.guard.hold(source, report.tombstoned)
+            report.tombstoned = []
     report.duration_s = time.monotonic() - started
     return report
 
@@ -143,7 +148,7 @@ def run(engine: Engine, sources: list[str], *, dry_run: bool = False, force: boo
         report = plan(engine, source, force=force)
         if not dry_run and report.keys:
             keys = [(source, doc_id) for doc_id in report.keys]
-            enqueue(engine, report)
+            enqueue(engine, report, force)
             left = len(_wait(engine, keys, wait_s, standalone, f"reconcile {source}"))
             if left:
                 report.errors.append(f"{left} page(s) not applied yet (retrying; see `ragsync status`)")
@@ -157,11 +162,12 @@ def run(engine: Engine, sources: list[str], *, dry_run: bool = False, force: boo
     return reports
 
 
-def enqueue(engine: Engine, report: SourceReport) -> int:
+def enqueue(engine: Engine, report: SourceReport, force: bool = False) -> int:
     """Queue a plan's differences through the pass (each deletion is then confirmed by the
-    pass's own fetch; the plan's guard has vetted them). Returns how many were not already
-    pending: differences no webhook had announced."""
-    engine.guard.allow((report.source, doc_id) for doc_id in report.tombstoned)
+    pass's own fetch and counted against the budget, unless an operator forced the plan).
+    Returns how many were not already pending: differences no webhook had announced."""
+    if force:
+        engine.guard.allow((report.source, doc_id) for doc_id in report.tombstoned)
     return sum(engine.queue.add(report.source, doc_id) for doc_id in report.keys)
 
 

@@ -66,12 +66,13 @@ def test_commands_with_and_without_a_running_daemon(files_config: Path, tmp_path
     assert status["daemon"] is None and status["sources"]["docs"]["pages_live"] == 3
     text = run_cli(files_config, "search", "threads", check=True).stdout
     assert "Using Threads" in text
-    (tmp_path / "pages" / "ch16-01-threads.html").unlink()
-    guarded = run_cli(files_config, "reconcile", check=False)        # 1 of 3 pages is past the 20 % guard
+    for page in (tmp_path / "pages").iterdir():
+        page.unlink()
+    guarded = run_cli(files_config, "reconcile", check=False)        # never all of a source without --force
     assert guarded.returncode == 1 and "mass-deletion guard" in guarded.stdout
     assert "ch16-01-threads" in run_cli(files_config, "export", check=True).stdout
     report = json.loads(run_cli(files_config, "reconcile", "--force", "--json", check=True).stdout)["reports"][0]
-    assert report["tombstoned"] == ["ch16-01-threads"]
+    assert report["tombstoned"] == ["ch04-01-what-is-ownership", "ch16-01-threads", "guide-dependencies"]
     assert "ch16-01-threads" not in run_cli(files_config, "export", check=True).stdout
 
 

@@ -1,11 +1,15 @@
-"""The webhook path's mass-deletion guard: a CMS that (wrongly or not) confirms the deletion of
-many pages cannot empty a source one webhook at a time. Past a net loss of max_delete_share of
-the live pages (at least 10) within the window, deletions wait as pending keys, visible in
-/metrics and status; an operator's `ragsync reconcile --force` applies them."""
+"""The deletion budget, one for every path: a CMS that (wrongly or not) confirms the deletion of
+many pages cannot empty a source, one webhook at a time or in one audit. Past a net loss of
+max(delete_floor, max_delete_share × peak) pages within the window (never the last page),
+deletions wait, visible in /metrics and status; an operator's `ragsync reconcile --force`
+applies them. Below it a small site retires pages with no operator at all."""
 
 from __future__ import annotations
 
+import pytest
+
 from ragsync import reconcile
+from ragsync.guard import DeletionGuard, Held
 from tests.support import page_html, wait_for, wp_source, words
 
 
@@ -70,3 +74,75 @@ def test_churn_costs_nothing(daemon_factory, wp):
         daemon.idle()
     assert daemon.engine.snapshot().as_dict()["sources"]["blog"]["deletions_held"] == 0
     assert daemon.doc_texts("blog", "1")
+
+
+def live_pages(daemon) -> int:
+    return daemon.engine.snapshot().as_dict()["sources"]["blog"]["pages_live"]
+
+
+def test_a_small_site_unpublishes_a_handful_of_pages_through_the_audit(daemon_factory, wp):
+    """16 posts, 3 new: 2 drafted and 2 deleted (4 of 19, past 20 %) go without an operator."""
+    for i in range(1, 20):
+        wp.publish(i, f"Page {i}", page_html([words(i, 30)]))
+    daemon = daemon_factory(wp_source(wp), "[reconcile]\npoll_interval_s = 0.2\naudit_interval_s = 0.5")
+    wait_for(lambda: live_pages(daemon) == 19, 60, "19 pages indexed")
+    wp.edit(1, status="draft")
+    wp.edit(2, status="draft")
+    wp.delete(3)
+    wp.delete(4)
+    wait_for(lambda: live_pages(daemon) == 15, 30, "the audit to retire 4 of 19 pages")
+    assert not {h["doc_id"] for h in daemon.search("page", limit=50)} & {"1", "2", "3", "4"}
+    assert daemon.engine.snapshot().as_dict()["sources"]["blog"]["deletions_held"] == 0
+
+
+def test_an_audit_past_the_budget_holds_its_deletions_where_an_operator_looks(daemon_factory, wp, caplog):
+    for i in range(1, 21):
+        wp.publish(i, f"Page {i}", page_html([words(i, 30)]))
+    daemon = daemon_factory(wp_source(wp), "[reconcile]\npoll_interval_s = 0\naudit_interval_s = 0.5")
+    wait_for(lambda: live_pages(daemon) == 20, 60, "20 pages indexed")
+    for i in range(1, 16):                                 # 15 of 20: past max(10, 4)
+        wp.delete(i)
+    held = lambda: daemon.engine.snapshot().as_dict()["sources"]["blog"]["deletions_held"]  # noqa: E731
+    wait_for(lambda: held() == 15, 30, "the audit to hold 15 deletions")
+    assert live_pages(daemon) == 20
+    assert 'ragsync_deletions_held{source="blog"} 15.0' in daemon.http.get("/metrics").text
+    assert "reconcile --force --source blog" in daemon.engine.queue.notes("audit")["blog"]["error"]
+    assert any("reconcile --force --source blog" in r.getMessage() for r in caplog.records)
+    (report,) = reconcile.run(daemon.engine, ["blog"], force=True)
+    assert len(report.tombstoned) == 15
+    daemon.idle()
+    assert live_pages(daemon) == 5 and held() == 0
+
+
+def test_webhooks_and_reconcile_share_one_budget(daemon_factory, wp):
+    daemon = published(daemon_factory, wp, 20, "max_delete_share = 0.2\ndelete_floor = 6")
+    for i in range(1, 5):                                  # 4 by webhook: within max(6, 4)
+        wp.delete(i)
+        daemon.wp_event(i, "post.deleted")
+    daemon.idle()
+    assert live_pages(daemon) == 16
+    for i in range(5, 8):                                  # 3 more found by reconcile: 7 > 6 in the window
+        wp.delete(i)
+    (report,) = reconcile.run(daemon.engine, ["blog"])
+    assert report.tombstoned == [] and "2 its deletion budget has left" in report.errors[0]
+    assert live_pages(daemon) == 16
+
+
+def test_the_budget_never_empties_a_source():
+    guard = DeletionGuard(max_share=0.2, window_s=3600, floor=10)
+    assert [guard.budget(n) for n in (1, 5, 10, 19, 100)] == [0, 4, 9, 10, 20]
+    live = [3]
+    for _ in range(2):
+        guard.admit("s", "x", lambda: live[0])
+        guard.applied("s")
+        live[0] -= 1
+    with pytest.raises(Held):                               # the last page needs an operator
+        guard.admit("s", "last", lambda: live[0])
+
+
+def test_an_operators_word_on_a_page_ends_when_it_turns_out_live():
+    guard = DeletionGuard(max_share=0.0, window_s=3600, floor=0)
+    guard.allow([("s", "7")])
+    guard.release("s", "7")                                 # republished before the pass ran
+    with pytest.raises(Held):
+        guard.admit("s", "7", lambda: 5)
