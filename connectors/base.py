@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import httpx
 
 from connectors import standard_webhooks
+from ragsync.answer import AnswerTooLarge, bounded
 from ragsync.errors import ConfigError, FetchError, Rejected
 from ragsync.source import SourceConfig, env_secret
 
@@ -162,7 +163,10 @@ class Connector:
         """GET with the one retry classification every connector shares: 2xx and the 'not
         visible' statuses come back to the caller; 429/5xx/timeouts are transient errors."""
         try:
-            resp = _bounded(self.http, url, params, headers)
+            resp = bounded(self.http, "GET", url, params=params, headers=headers, max_bytes=MAX_ANSWER_BYTES,
+                           deadline_s=ANSWER_DEADLINE_S)
+        except AnswerTooLarge:
+            raise TooLarge(url) from None
         except httpx.TimeoutException:
             raise FetchError(f"{self.source.name}: timeout fetching {url}", transient=True) from None
         except httpx.HTTPError as exc:
@@ -175,30 +179,13 @@ class Connector:
 
 
 MAX_ANSWER_BYTES = 32 * 1024 * 1024      # a CMS answer, after decompression
+ANSWER_DEADLINE_S = 60.0                 # a whole CMS answer (each read has its own timeout too)
 
 
 class TooLarge(FetchError):
     def __init__(self, url: str) -> None:
         super().__init__(f"the answer from {url} is larger than {MAX_ANSWER_BYTES >> 20} MiB (decompressed); "
                          "not read", transient=False)
-
-
-def _bounded(http: httpx.Client, url: str, params: Mapping[str, Any] | None,
-             headers: Mapping[str, str] | None) -> httpx.Response:
-    """GET, reading at most MAX_ANSWER_BYTES of the decompressed body as it streams in: 4 KB of
-    gzip can be 4 MB of HTML, and a hostile or broken CMS can send without end."""
-    with http.stream("GET", url, params=params, headers=headers) as resp:
-        declared = resp.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
-            raise TooLarge(str(resp.request.url.copy_with(query=None)))
-        chunks, size = [], 0
-        for chunk in resp.iter_bytes():
-            size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise TooLarge(str(resp.request.url.copy_with(query=None)))
-            chunks.append(chunk)
-    kept = {k: v for k, v in resp.headers.items() if k.lower() not in ("content-encoding", "content-length")}
-    return httpx.Response(resp.status_code, headers=kept, content=b"".join(chunks), request=resp.request)
 
 
 def json_body(resp: httpx.Response) -> Any:

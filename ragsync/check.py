@@ -18,7 +18,7 @@ from ragsync.config import Config
 from ragsync.datalock import DataLock
 from ragsync.errors import FetchError, RagsyncError
 from ragsync.index import embedded_root
-from ragsync.source import env_secret
+from ragsync.source import env_secret, redact_url
 
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
@@ -137,14 +137,14 @@ def _embedding(config: Config, report: Report) -> None:
         resp = httpx.get(f"{str(settings.url).rstrip('/')}/models", timeout=5,
                          headers={"authorization": f"Bearer {key}"} if key else None)
         if resp.status_code in (401, 403):
-            report.add("embedding", False, f"the embedding server at {settings.url} refuses the key "
+            report.add("embedding", False, f"the embedding server at {redact_url(settings.url)} refuses the key "
                                            f"(HTTP {resp.status_code}): check {settings.api_key_env}")
         else:
-            report.add("embedding", True, f"embedding server at {settings.url} answers (HTTP {resp.status_code})")
+            report.add("embedding", True, f"embedding server at {redact_url(settings.url)} answers (HTTP {resp.status_code})")
     except RagsyncError as exc:
         report.add("embedding", False, str(exc))
     except httpx.HTTPError as exc:
-        report.add("embedding", False, f"cannot reach the embedding server at {settings.url}: {type(exc).__name__}")
+        report.add("embedding", False, f"cannot reach the embedding server at {redact_url(settings.url)}: {type(exc).__name__}")
 
 
 def _source(config: Config, name: str, http: httpx.Client, report: Report) -> None:

@@ -26,11 +26,14 @@ import numpy as np
 
 from ragsync.config import EmbeddingConfig
 from ragsync.errors import ConfigError, RagsyncError, Waiting
-from ragsync.source import env_secret
+from ragsync.answer import AnswerTooLarge, bounded
+from ragsync.source import env_secret, redact_url
 
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SLICE_TEXTS = 32                                # texts encoded per lock hold
 RETRIES = 4                                     # tries per request to an embedding server
+ANSWER_BYTES_BASE = 1 << 20                     # an /embeddings answer may hold this much,
+ANSWER_BYTES_PER_TEXT = 128 << 10               # plus this per text (4,096 floats as JSON fit)
 
 
 class EmbedderUnavailable(Waiting):
@@ -182,6 +185,7 @@ class OpenAIEmbedder(Embedder):
         if not settings.url or not settings.model:
             raise ConfigError('[embedding] provider "openai" needs url and model')
         self.batch_size = settings.batch_size or 64
+        self.where = redact_url(settings.url)       # what messages show: never the URL's credentials
         self._loaded = False
         self._last_error: str | None = None
         self._pool = ThreadPoolExecutor(settings.max_concurrency, thread_name_prefix="embed")
@@ -201,7 +205,7 @@ class OpenAIEmbedder(Embedder):
         try:
             return len(self._request(["dimension probe"], tries=1)[0])
         except EmbedderUnavailable as exc:
-            raise RagsyncError(f"[embedding] {self.settings.url}: {exc}") from None
+            raise RagsyncError(f"[embedding] {self.where}: {exc}") from None
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -242,29 +246,27 @@ class OpenAIEmbedder(Embedder):
         """One request. Transient trouble raises _Failed; a refusal that retrying cannot fix
         (a wrong model name, a bad key, another model's dimension) raises RagsyncError."""
         try:
-            resp = self.http.post("/embeddings", json={"model": self.settings.model, "input": batch,
-                                                       "encoding_format": "float"})
+            resp = bounded(self.http, "POST", "/embeddings", json={"model": self.settings.model, "input": batch,
+                                                                  "encoding_format": "float"},
+                           max_bytes=ANSWER_BYTES_BASE + ANSWER_BYTES_PER_TEXT * len(batch),
+                           deadline_s=self.settings.timeout_s)
+        except AnswerTooLarge:
+            raise _Failed("malformed", f"the answer is larger than expected for {len(batch)} texts; not read") from None
         except httpx.TimeoutException:
             raise _Failed("timeout", f"no answer within {self.settings.timeout_s:g}s") from None
         except httpx.HTTPError as exc:
-            raise _Failed("unreachable", f"cannot reach {self.settings.url} ({type(exc).__name__})") from None
+            raise _Failed("unreachable", f"cannot reach {self.where} ({type(exc).__name__})") from None
         if resp.status_code == 429 or resp.status_code >= 500:
             raise _Failed("throttled" if resp.status_code == 429 else "server_error", f"HTTP {resp.status_code}",
                           _seconds(resp.headers.get("retry-after")))
         if resp.status_code != 200:
-            raise RagsyncError(f"[embedding] {self.settings.url}/embeddings answered HTTP {resp.status_code}: "
+            raise RagsyncError(f"[embedding] {self.where}/embeddings answered HTTP {resp.status_code}: "
                                f"{_error_text(resp)}")
-        try:
-            data = sorted(resp.json()["data"], key=lambda d: d["index"])
-            vectors = [d["embedding"] for d in data]
-        except (ValueError, KeyError, TypeError):
-            raise _Failed("malformed", "the answer is not an embeddings list") from None
-        if len(vectors) != len(batch) or any(len(v) != len(vectors[0]) for v in vectors):
-            raise _Failed("malformed", f"{len(vectors)} vectors of uneven size for {len(batch)} texts")
+        vectors = _vectors(resp, len(batch))
         if "dim" in self.__dict__ and len(vectors[0]) != self.dim:
             raise RagsyncError(f"[embedding] the server now answers {len(vectors[0])} dimensions, not {self.dim}: "
                                "a different model is behind the URL (run `ragsync reindex` after changing it)")
-        return [_unit(v) for v in vectors]
+        return vectors
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -280,11 +282,23 @@ class _Failed(Exception):
         self.kind, self.retry_after = kind, retry_after
 
 
-def _unit(vector: list[float]) -> list[float]:
-    """Servers differ on normalising; cosine in Qdrant doesn't care, scores and tests do."""
-    arr = np.asarray(vector, dtype=np.float32)
-    norm = float(np.linalg.norm(arr)) or 1.0
-    return (arr / norm).tolist()
+def _vectors(resp: httpx.Response, texts: int) -> list[list[float]]:
+    """The answer's vectors, unit length, in input order: one per text, all of one size, every
+    value a finite number. Anything else is the server's transient fault, never stored (a NaN
+    vector is never found, and its chunk would be reused as if it were good)."""
+    try:
+        data = sorted(resp.json()["data"], key=lambda d: d["index"])
+        vectors = [d["embedding"] for d in data]
+        numeric = all(type(x) in (int, float) for v in vectors for x in v)
+    except (ValueError, KeyError, TypeError):
+        raise _Failed("malformed", "the answer is not an embeddings list") from None
+    if not numeric or len(vectors) != texts or not vectors or any(len(v) != len(vectors[0]) for v in vectors):
+        raise _Failed("malformed", f"{len(vectors)} vectors of uneven size or not numbers for {texts} texts")
+    arr = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if arr.shape[1] == 0 or not np.isfinite(arr).all() or not np.isfinite(norms).all() or not norms.all():
+        raise _Failed("malformed", "the answer holds empty, zero, infinite or NaN vectors")
+    return (arr / norms).tolist()          # servers differ on normalising; scores and tests do not
 
 
 def _seconds(value: str | None) -> float | None:

@@ -35,6 +35,17 @@ class SourceConfig:
         return env_secret(self.webhook_secret_env, f"source {self.name!r}")
 
 
+def redact_url(url: str | None) -> str:
+    """A URL as it may be shown (logs, pages, errors): any `user:password@` replaced by `***@`."""
+    scheme, sep, rest = str(url or "").partition("://")
+    if not sep:
+        return str(url or "")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}://{authority}{slash}{path}"
+
+
 def env_secret(var: str, what: str) -> str:
     value = os.environ.get(var)
     if not value:

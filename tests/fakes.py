@@ -405,3 +405,69 @@ class FakeGeneric(FakeDocs):
                            next_cursor=str(nxt) if nxt < len(docs) else None)
 
         return app
+
+
+class FakeEmbeddingServer:
+    """An OpenAI-compatible /v1/embeddings server whose answers a test chooses (fault injection):
+    `mode` "good" (unit vectors of `dim`, the same text the same vector), "endless" (a 200 body
+    that never ends), "nan", "strings", "short" (too few vectors) or "down" (connection closed)."""
+
+    def __init__(self, dim: int = 384) -> None:
+        import hashlib
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import numpy as np
+        fake = self
+        self.mode, self.dim, self.requests = "good", dim, 0
+
+        def vector(text: str) -> list[float]:
+            seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
+            v = np.random.default_rng(seed).standard_normal(dim)
+            return (v / np.linalg.norm(v)).tolist()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                fake.requests += 1
+                texts = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))["input"]
+                if fake.mode == "down":
+                    self.close_connection = True
+                    return
+                if fake.mode == "endless":
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.end_headers()
+                    try:
+                        self.wfile.write(b'{"data": [{"index": 0, "embedding": [')
+                        while fake.mode == "endless":
+                            self.wfile.write(b"0.1, " * 20000)
+                    except OSError:
+                        pass
+                    self.close_connection = True
+                    return
+                vectors = [vector(t) for t in texts]
+                if fake.mode == "nan":
+                    vectors[0][3] = float("nan")
+                elif fake.mode == "strings":
+                    vectors[0] = [str(x) for x in vectors[0]]
+                elif fake.mode == "short":
+                    vectors = vectors[:-1]
+                body = json.dumps({"object": "list", "model": "fake",
+                                   "data": [{"index": i, "embedding": v} for i, v in enumerate(vectors)]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.mode = "down"
+        self.server.shutdown()
