@@ -15,7 +15,7 @@ from typing import Any
 
 from connectors import connector_class
 from ragsync.errors import ConfigError
-from ragsync.source import SourceConfig, env_secret, not_an_example
+from ragsync.source import SourceConfig, env_secret, strong_token
 
 _TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "reconcile", "embedding", "sources"}
 PROVIDERS = ("local", "openai")
@@ -26,7 +26,7 @@ _SOURCE_KEYS = {"name", "type", "base_url", "webhook_secret_env", "allow_ips", "
 _TABLES = {
     "server": {k: k for k in ("host", "port", "admin_token_env", "search_token_env", "workers", "http_threads",
                               "max_body_bytes", "timestamp_tolerance_s", "reconcile_on_start",
-                              "search_rate_limit_per_s", "worker_port")},
+                              "search_rate_limit_per_s", "worker_host", "worker_port")},
     "qdrant": {"collection": "collection", "url": "qdrant_url", "api_key_env": "qdrant_api_key_env"},
     "queue": {k: k for k in ("max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s")},
     "chunking": {"max_tokens": "max_tokens"},
@@ -83,8 +83,10 @@ class Config:
     timestamp_tolerance_s: int = 300
     reconcile_on_start: bool = True
     search_rate_limit_per_s: float = 20.0     # per client address; 0 = no limit
+    worker_host: str = "127.0.0.1"             # `ragsync worker`'s health/metrics port: loopback unless set
     worker_port: int = 8788                    # `ragsync worker`: /healthz, /readyz, /metrics; 0 = none
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()   # their X-Forwarded-For names the client
+    allowed_hosts: tuple[str, ...] = ()        # Host names the console, search and admin answer (DNS rebinding)
     collection: str = "ragsync"
     qdrant_url: str | None = None
     qdrant_api_key_env: str | None = None
@@ -110,13 +112,13 @@ class Config:
     def admin_token(self) -> str | None:
         """The admin bearer token, or None when its variable is unset (admin API closed)."""
         token = os.environ.get(self.admin_token_env) or None
-        if token is not None:
-            not_an_example(token, self.admin_token_env)
-        return token
+        return strong_token(token, self.admin_token_env) if token is not None else None
 
     def search_token(self) -> str | None:
         """The search API key; None when search is open. Named but unset is an error."""
-        return env_secret(self.search_token_env, "[server] search_token_env") if self.search_token_env else None
+        if not self.search_token_env:
+            return None
+        return strong_token(env_secret(self.search_token_env, "[server] search_token_env"), self.search_token_env)
 
     def source(self, name: str) -> SourceConfig:
         try:
@@ -149,14 +151,21 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     _check_keys(raw, _TOP_KEYS, "top level")
     settings: dict[str, Any] = {}
     store_keys = {f.name: f.name for f in fields(StoreSettings)}
-    extra = {"server": {"trusted_proxies"}, "qdrant": set(store_keys)}
+    extra = {"server": {"trusted_proxies", "allowed_hosts"}, "qdrant": set(store_keys)}
     for name, keys in _TABLES.items():
         table = _table(raw, name, set(keys) | extra.get(name, set()))
         settings.update(_settings(Config, table, keys))
         if "trusted_proxies" in table:
             settings["trusted_proxies"] = _networks(table["trusted_proxies"], "[server]", "trusted_proxies")
+        if "allowed_hosts" in table:
+            hosts = table["allowed_hosts"]
+            if not isinstance(hosts, list) or not all(isinstance(h, str) and h.strip() for h in hosts):
+                raise ConfigError('[server] allowed_hosts must be a list of host names, e.g. ["search.example.com"]')
+            settings["allowed_hosts"] = tuple(h.strip().lower() for h in hosts)
         if name == "qdrant":
             store = _store(table, store_keys)
+    if not 0 <= settings.get("max_delete_share", 0) <= 1 or settings.get("delete_floor", 0) < 0:
+        raise ConfigError("[reconcile] max_delete_share must be between 0 and 1 and delete_floor 0 or more")
     for key in ("poll_interval_s", "audit_interval_s"):
         if settings.get(key, 0) < 0:
             raise ConfigError(f"[reconcile] {key} must be 0 (off) or a number of seconds, got {settings[key]!r}")

@@ -64,6 +64,7 @@ class Daemon:
         if port is None:
             port = config.worker_port if role is Role.WORKER else config.port
         self.port = None if role is Role.WORKER and port == 0 else port      # None: no HTTP at all
+        self.host = config.worker_host if role is Role.WORKER else config.host
         self.holder = uuid.uuid4().hex              # this process, for the leases it takes
         self.workers = config.workers if workers is None else workers
         self.http_threads = http_threads or config.http_threads
@@ -80,8 +81,8 @@ class Daemon:
         config = self.config
         config.search_token()                        # named but unset, or an example value: fail now
         config.admin_token()
-        if self.port and healthz(f"http://{config.host}:{self.port}") is not None:
-            raise RagsyncError(f"something already answers on http://{config.host}:{self.port}; is ragsync running?")
+        if self.port and healthz(f"http://{self.host}:{self.port}") is not None:
+            raise RagsyncError(f"something already answers on http://{self.host}:{self.port}; is ragsync running?")
         if self.role.works and not config.qdrant_url:     # the embedded store admits one process: wait for it
             self._lock = DataLock(config.data_dir)
             self._lock.acquire(STORE_WAIT_S)
@@ -90,8 +91,8 @@ class Daemon:
             self._check(engine)
             if self.port is not None:
                 app = create_app(engine, worker=not self.role.http)
-                self.server = http_server(app, config.host, self.port, self.http_threads)
-                self.url = f"http://{config.host}:{self.server.bind_addr[1]}"
+                self.server = http_server(app, self.host, self.port, self.http_threads)
+                self.url = f"http://{self.host}:{self.server.bind_addr[1]}"
             engine.embedder.load()                   # load (or reach) it before taking traffic: /readyz is honest
             if self.role.works:
                 engine.queue.recover()

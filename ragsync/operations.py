@@ -266,8 +266,9 @@ def _keys(keys: Keys) -> list[tuple[str, str]] | None:
     if keys is None:
         return None
     pairs = list(keys) if isinstance(keys, (list, tuple)) else None
-    if pairs is None or not all(isinstance(k, (list, tuple)) and len(k) == 2 for k in pairs):
-        raise Rejected(400, "'keys' must be a list of [source, doc_id] pairs")
+    if not pairs or not all(isinstance(k, (list, tuple)) and len(k) == 2 and all(k) for k in pairs):
+        raise Rejected(400, "'keys' must be a non-empty list of [source, doc_id] pairs (leave it out for every "
+                       "parked key)")
     return [(str(s), str(d)) for s, d in pairs]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +60,29 @@ def not_an_example(value: str, var: str) -> None:
         raise ConfigError(f"environment variable {var} holds an example value: set a secret of your own")
 
 
+MIN_TOKEN_CHARS = 24
+
+
+def strong_token(value: str, var: str) -> str:
+    """A bearer token (admin, search) long enough that guessing it over HTTP is hopeless."""
+    not_an_example(value, var)
+    if len(value) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"environment variable {var} holds a token of {len(value)} characters; use at least "
+                          f"{MIN_TOKEN_CHARS} (python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
+    return value
+
+
+def parse_address(text: str | None) -> IPv4Address | IPv6Address | None:
+    """An IP address as a request or a header gives it, or None for anything else. An IPv4
+    peer of a socket bound to `::` arrives as `::ffff:a.b.c.d`: it is that IPv4 address."""
+    try:
+        ip = ip_address((text or "").strip())
+    except ValueError:
+        return None
+    return ip.ipv4_mapped or ip if isinstance(ip, IPv6Address) else ip
+
+
 def within(address: str | None, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
     """Whether an address (as a request gives it) is in one of the networks; garbage is not."""
-    try:
-        ip = ip_address((address or "").strip())
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
+    ip = parse_address(address)
+    return ip is not None and any(ip in net for net in networks)

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, request
 
+from ragsync.door import bearer, charge_search, client_key, https, same
 from ragsync.engine import Engine
 from ragsync.errors import Rejected
 from ragsync.fingerprint import short
@@ -27,6 +28,9 @@ status_page = Blueprint("status_page", __name__)
 
 COOKIE = "ragsync_session"
 DAY, HOUR = 86400.0, 3600.0
+SESSION_S = 12 * HOUR                   # a login lasts a working day
+LOGIN_PER_CLIENT = (1 / 12, 5)          # (tokens per second, burst): 5 guesses, then one per 12 s
+LOGIN_IN_ALL = (1.0, 30)                # every client together
 
 
 def _engine() -> Engine:
@@ -37,23 +41,36 @@ def _ops() -> Local:
     return current_app.extensions["ragsync.operations"]
 
 
-def _derived(purpose: bytes) -> str | None:
+def _derived(purpose: str) -> str | None:
     """A value derived from the admin token (never the token itself in a cookie or a form)."""
     token = _engine().config.admin_token()
-    return hmac.new(token.encode(), purpose, hashlib.sha256).hexdigest() if token else None
+    return hmac.new(token.encode(), purpose.encode("utf-8", "replace"), hashlib.sha256).hexdigest() if token else None
+
+
+def _session() -> str | None:
+    """The request's session cookie when it is one this token issued within SESSION_S."""
+    value = request.cookies.get(COOKIE, "")
+    issued, _, mac = value.rpartition(".")
+    when, _, _nonce = issued.partition(".")
+    expected = _derived(f"ragsync session {issued}")
+    if not expected or not when.isdigit() or not same(mac, expected):
+        return None
+    return value if 0 <= time.time() - int(when) <= SESSION_S else None
 
 
 def _is_admin() -> bool:
-    session, token = _derived(b"ragsync session"), _engine().config.admin_token()
-    bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    return bool(session and (hmac.compare_digest(request.cookies.get(COOKIE, ""), session)
-                             or hmac.compare_digest(bearer.encode(), (token or "").encode())))
+    token = _engine().config.admin_token()
+    return bool(token) and (_session() is not None or same(bearer(), token or ""))
+
+
+def _csrf() -> str:
+    """The forms' token, bound to this session (or to the bearer, for API clients)."""
+    return _derived(f"ragsync csrf {_session() or ''}") or ""
 
 
 def _require_admin_post() -> None:
     """Every action: an admin session and the page's own CSRF token (SameSite cookies too)."""
-    csrf = _derived(b"ragsync csrf")
-    if not _is_admin() or not csrf or not hmac.compare_digest(request.form.get("csrf", ""), csrf):
+    if not _is_admin() or not _csrf() or not same(request.form.get("csrf", ""), _csrf()):
         raise Rejected(403, "not allowed: log in on the status page first (admin token)")
 
 
@@ -79,17 +96,24 @@ def openapi():
 
 @status_page.post("/status/login")
 def login():
-    token = _engine().config.admin_token()
-    given = request.form.get("token", "")
+    """Guesses are limited per client and in all; each login gets its own session value, with
+    an issue time and a maximum age, Secure when the page was reached over HTTPS."""
+    config, limiter = _engine().config, current_app.extensions["ragsync.limiter"]
+    limiter.charge(f"login {client_key(config)}", *LOGIN_PER_CLIENT, "too many logins from this address")
+    limiter.charge("login", *LOGIN_IN_ALL, "too many logins")
+    token = config.admin_token()
+    if not token or not same(request.form.get("token", ""), token):
+        raise Rejected(403, "wrong admin token")
+    issued = f"{int(time.time())}.{secrets.token_urlsafe(16)}"
     resp = redirect("/", 303)
-    if token and hmac.compare_digest(given.encode(), token.encode()):
-        resp.set_cookie(COOKIE, _derived(b"ragsync session") or "", httponly=True, samesite="Strict", path="/")
-        return resp
-    raise Rejected(403, "wrong admin token")
+    resp.set_cookie(COOKIE, f"{issued}.{_derived(f'ragsync session {issued}')}", max_age=int(SESSION_S),
+                    httponly=True, samesite="Strict", secure=https(config), path="/")
+    return resp
 
 
 @status_page.post("/status/logout")
 def logout():
+    _require_admin_post()
     resp = redirect("/", 303)
     resp.delete_cookie(COOKIE, path="/")
     return resp
@@ -100,9 +124,10 @@ def dlq(action: str):
     _require_admin_post()
     if action not in ("replay", "drop"):
         raise Rejected(404, "action must be replay or drop")
-    key = request.form.get("key")
-    keys = [key.split("/", 1)] if key and "/" in key else None
-    getattr(_ops(), action)(keys)
+    source, _, doc_id = request.form.get("key", "").partition("/")
+    if not source or not doc_id:
+        raise Rejected(400, "'key' must name one parked key as source/doc_id")
+    getattr(_ops(), action)([[source, doc_id]])
     return redirect("/", 303)
 
 
@@ -164,7 +189,7 @@ def _form(action: str, label: str, csrf: str, **fields: str) -> str:
 def _render(nonce: str, query: str) -> str:
     engine, ops = _engine(), _ops()
     status = ops.status()
-    admin, csrf = _is_admin(), _derived(b"ragsync csrf") or ""
+    admin, csrf = _is_admin(), _csrf()
     metrics, now = engine.metrics, time.time()
     problem = engine.embedder.ready()
     collection = status["collection"]
@@ -230,6 +255,7 @@ def _results(query: str, admin: bool) -> str:
     if config.search_token() and not admin:
         return '<p>search needs the search key: log in with the admin token</p>'
     try:
+        charge_search(config)
         pages = _ops().search(query, 10, group="page")
     except Rejected as exc:
         return f'<p class="bad">{escape(str(exc))}</p>'

@@ -8,7 +8,15 @@ from datetime import datetime, timezone
 
 def iso_utc(value: str | float | datetime) -> str:
     """Normalise a CMS time (text, epoch seconds or datetime) to 'YYYY-MM-DDTHH:MM:SSZ';
-    a time without a zone is read as UTC. Raises ValueError for anything else."""
+    a time without a zone is read as UTC. Raises ValueError for anything else (years past
+    either end of the calendar included)."""
+    try:
+        return _iso_utc(value)
+    except (OverflowError, OSError) as exc:
+        raise ValueError(f"time out of range: {value!r}") from exc
+
+
+def _iso_utc(value: str | float | datetime) -> str:
     if isinstance(value, (int, float)):
         moment = datetime.fromtimestamp(value, timezone.utc)
     elif isinstance(value, datetime):

@@ -5,10 +5,7 @@ no handler writes its own try/except → 500, and no body ever carries a traceba
 
 from __future__ import annotations
 
-import hmac
 import logging
-import math
-import threading
 import time
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -18,9 +15,9 @@ from connectors.base import Delivery
 from ragsync.embed import EmbedderUnavailable
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected, StoreError
+from ragsync.door import RateLimiter, bearer, charge_search, client, host_allowed, same
 from ragsync.operations import Local
 from ragsync.status_page import status_page
-from ragsync.source import within
 
 log = logging.getLogger("ragsync.web")
 
@@ -39,6 +36,14 @@ def create_app(engine: Engine, worker: bool = False) -> Flask:
     app.extensions["ragsync.limiter"] = RateLimiter()
     for bp in (health,) if worker else (webhooks, search, admin, health, status_page):
         app.register_blueprint(bp)
+
+    @app.before_request
+    def check_host():
+        """Signed webhooks need no Host check; everything a browser could be tricked into
+        reading does (DNS rebinding)."""
+        if request.blueprint != "webhooks" and not host_allowed(engine.config):
+            return jsonify(error="unknown Host: add it to [server] allowed_hosts"), 421
+        return None
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -91,47 +96,11 @@ def _args() -> dict:
     return args if isinstance(args, dict) else {}
 
 
-def _client() -> str | None:
-    """The client's address: the peer's, or — when the peer is one of `[server] trusted_proxies`
-    — the nearest address in X-Forwarded-For that is not a trusted proxy (a client can write
-    anything at the far end of that header, so it is read from the proxy's side)."""
-    proxies = _engine().config.trusted_proxies
-    peer = request.remote_addr
-    if not proxies or not within(peer, proxies):
-        return peer
-    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
-    return next((hop for hop in reversed(hops) if not within(hop, proxies)), peer)
-
-
-def _bearer() -> str:
-    return request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-
-
 def _reason(exc: HTTPException) -> str:
     return {413: "body too large", 404: "not found", 405: "method not allowed"}.get(exc.code, exc.name.lower())
 
 
 # -- webhooks ---------------------------------------------------------------------------------
-
-class RateLimiter:
-    """A token bucket per source: a flood gets 429 with Retry-After instead of a slow server."""
-
-    def __init__(self) -> None:
-        self.buckets: dict[str, tuple[float, float]] = {}     # source → (tokens, at)
-        self.lock = threading.Lock()
-
-    def wait_s(self, source: str, rate: float, burst: int) -> float:
-        """0 when a delivery may pass now (and take a token), else seconds until one may."""
-        with self.lock:
-            now = time.monotonic()
-            tokens, at = self.buckets.get(source, (float(burst), now))
-            tokens = min(float(burst), tokens + (now - at) * rate)
-            if tokens >= 1:
-                self.buckets[source] = (tokens - 1, now)
-                return 0.0
-            self.buckets[source] = (tokens, now)
-            return (1 - tokens) / rate
-
 
 @webhooks.post("/webhooks/<source>")
 def receive(source: str):
@@ -143,7 +112,7 @@ def receive(source: str):
     config = engine.config.sources[source]
     replay_window = 2 * engine.config.timestamp_tolerance_s      # longer than any timestamp we accept
     try:
-        if not config.allows(_client()):
+        if not config.allows(client(engine.config)):
             raise Rejected(403, "address not allowed for this source")
         if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
             raise Rejected(415, "content type must be application/json")
@@ -151,9 +120,8 @@ def receive(source: str):
                             query=request.args, body=request.get_data(cache=False), received=time.time())
         delivery_id = connector.verify(delivery, engine.config.timestamp_tolerance_s)
         # charged after the signature check: unsigned junk must not spend the CMS's own budget
-        if config.rate_limit_per_s and (wait := current_app.extensions["ragsync.limiter"].wait_s(
-                source, config.rate_limit_per_s, config.rate_limit_burst)):
-            raise Rejected(429, "rate limit exceeded", retry_after=math.ceil(wait))
+        current_app.extensions["ragsync.limiter"].charge(source, config.rate_limit_per_s or 0,
+                                                          config.rate_limit_burst, "rate limit exceeded")
         doc_ids = connector.parse(delivery)
     except Rejected as exc:
         engine.metrics.rejected.labels(source, str(exc.status)).inc()
@@ -184,13 +152,11 @@ def _target() -> str:
 def require_search_token():
     config = _engine().config
     token = config.search_token()
-    if token is not None and not hmac.compare_digest(_bearer().encode(), token.encode()):
+    if token is not None and not same(bearer(), token):
         return jsonify(error="bad or missing search API key (Authorization: Bearer ...)"), 401
-    # its own budget per client: queries share the model with the passes
-    if config.search_rate_limit_per_s and (wait := current_app.extensions["ragsync.limiter"].wait_s(
-            f"search {_client()}", config.search_rate_limit_per_s, 2 * config.search_rate_limit_per_s)):
-        raise Rejected(429, "search rate limit exceeded", retry_after=math.ceil(wait))
+    charge_search(config)
     return None
+
 
 
 @search.get("/search")
@@ -238,7 +204,7 @@ def require_token():
     token = _engine().config.admin_token()
     if token is None:
         return jsonify(error=f"admin API disabled: set {_engine().config.admin_token_env}"), 403
-    if not hmac.compare_digest(_bearer().encode(), token.encode()):
+    if not same(bearer(), token):
         return jsonify(error="bad or missing bearer token"), 401
     return None
 
@@ -278,9 +244,9 @@ def dlq_list():
 
 @admin.post("/dlq/replay")
 def dlq_replay():
-    return jsonify(replayed=_ops().replay(_args().get("keys") or None))
+    return jsonify(replayed=_ops().replay(_args().get("keys")))
 
 
 @admin.post("/dlq/drop")
 def dlq_drop():
-    return jsonify(dropped=_ops().drop(_args().get("keys") or None))
+    return jsonify(dropped=_ops().drop(_args().get("keys")))

@@ -29,7 +29,7 @@ from tests.fakes import FakeWordPress
 
 SECRET = "whsec_" + base64.b64encode(b"ragsync-test-secret-0123456789").decode()
 SECRET_ENV = "RAGSYNC_TEST_SECRET"
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 def signed(body: dict | bytes, *, secret: str = SECRET, timestamp: int | None = None,

@@ -78,10 +78,10 @@ def test_cms_always_500_parks_in_the_dlq_then_replay_indexes(daemon_factory, wp,
     assert "HTTP 500" in parked.error
     assert daemon.doc_texts("blog", "2") == []
 
-    listed = daemon.http.get("/admin/dlq", headers={"authorization": "Bearer test-admin-token"}).json()
+    listed = daemon.http.get("/admin/dlq", headers={"authorization": "Bearer test-admin-token-0123456789"}).json()
     assert listed["parked"][0]["doc_id"] == "2"
     resp = daemon.http.post("/admin/dlq/replay", json={"keys": [["blog", "2"]]},
-                            headers={"authorization": "Bearer test-admin-token"})
+                            headers={"authorization": "Bearer test-admin-token-0123456789"})
     assert resp.json() == {"replayed": [["blog", "2"]]}
     daemon.idle()
     assert daemon.doc_texts("blog", "2") == ["Indexed after the operator replays it."]

@@ -82,13 +82,13 @@ def test_a_filter_that_matches_few_pages_returns_all_of_them(daemon, wp):
 
 
 def test_search_api_key_from_the_environment(wp, daemon_factory, monkeypatch):
-    monkeypatch.setenv("T_SEARCH_KEY", "search-key-123")
+    monkeypatch.setenv("T_SEARCH_KEY", "search-key-0123456789abcdef")
     daemon = daemon_factory(wp_source(wp), 'search_token_env = "T_SEARCH_KEY"')
     assert daemon.http.get("/search", params={"q": "x"}).status_code == 401
     assert daemon.http.get("/search", params={"q": "x"}, headers={"authorization": "Bearer wrong"}).status_code == 401
-    ok = daemon.http.get("/search", params={"q": "x"}, headers={"authorization": "Bearer search-key-123"})
+    ok = daemon.http.get("/search", params={"q": "x"}, headers={"authorization": "Bearer search-key-0123456789abcdef"})
     assert ok.status_code == 200 and ok.json()["results"] == []
-    assert "search-key-123" not in daemon.http.get("/search", params={"q": "x"}).text
+    assert "search-key-0123456789abcdef" not in daemon.http.get("/search", params={"q": "x"}).text
 
 
 def test_langchain_reads_the_collection_as_it_is(tmp_path, embedder, wp):

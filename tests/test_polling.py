@@ -45,7 +45,7 @@ def test_without_webhooks_the_poll_finds_creates_and_edits_at_o_changes(wp, daem
     metrics = daemon.http.get("/metrics").text
     assert 'ragsync_poll_caught_total{clock="poll",source="blog"} 3.0' in metrics
     assert 'ragsync_poll_age_seconds{clock="poll",source="blog"}' in metrics
-    status = daemon.http.get("/admin/status", headers={"authorization": "Bearer test-admin-token"}).json()
+    status = daemon.http.get("/admin/status", headers={"authorization": "Bearer test-admin-token-0123456789"}).json()
     assert status["polling"]["blog"]["poll"]["cursor"] == "2026-01-01T01:00:43Z"
 
 
