@@ -79,6 +79,7 @@ class Engine:
             self.pipeline = self._pipeline_for(store)
         self._live = ""                            # the physical collection behind the name, once opened
         self._store_lock = threading.Lock()
+        self._snapshot: tuple[float, Snapshot] | None = None        # (when, what) for snapshot(max_age_s)
         if not lazy_store:
             self.store
         self.http = httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False,
@@ -214,8 +215,13 @@ class Engine:
                 raise
             return find(self.store, vector, limit, where)     # a reindex switched (and dropped) it meanwhile
 
-    def snapshot(self) -> Snapshot:
-        store, rows = self.store, self.queue.pending()
+    def snapshot(self, max_age_s: float = 0.0) -> Snapshot:
+        """`max_age_s`: a snapshot that young may be reused (a status page or a scrape under
+        load reads the stores once a second at most)."""
+        cached = self._snapshot
+        if cached is not None and time.monotonic() - cached[0] <= max_age_s:
+            return cached[1]
+        store, (pending, oldest, dead) = self.store, self.queue.summary()
         sources = {}
         for name in self.config.sources:
             sources[name] = SourceState(pages_live=store.count_pages(name, "live"),
@@ -224,14 +230,16 @@ class Engine:
                                         deletions_held=len(self.guard.held[name]))
         stamp = store.fingerprint()
         polls = {clock: self.queue.notes(clock) for clock in ("poll", "audit")}
-        return Snapshot(
-            points=store.count_chunks(), pending=len(rows), oldest_pending_s=round(self.queue.oldest_pending_age(rows), 3),
-            queue_depth=self.queue.depth(), dead=len(self.queue.dead()), chunks_embedded=self.embedder.embedded,
+        snap = Snapshot(
+            points=store.count_chunks(), pending=pending, oldest_pending_s=round(time.time() - oldest if oldest else 0.0, 3),
+            queue_depth=self.queue.depth(), dead=dead, chunks_embedded=self.embedder.embedded,
             writes=store.writes, sources=sources, reconcile=reconcile.last_runs(self.queue),
             polling={name: {clock: notes[name] for clock, notes in polls.items() if name in notes}
                      for name in self.config.sources},
             collection={"name": self.config.collection, "physical": self._live or None, "fingerprint": stamp,
                         "config_matches": stamp in (None, self.fingerprint), "store": store.layout()})
+        self._snapshot = (time.monotonic(), snap)
+        return snap
 
     def __enter__(self) -> Engine:
         return self

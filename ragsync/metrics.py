@@ -103,6 +103,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+SNAPSHOT_AGE_S = 1.0                   # a scrape (or a status page) reuses a snapshot this young
+
+
 class _Scraped:
     """Values read from their source of truth at each scrape."""
 
@@ -110,7 +113,7 @@ class _Scraped:
         self.engine, self.metrics = engine, metrics
 
     def collect(self):
-        snap, now = self.engine.snapshot(), time.time()
+        snap, now = self.engine.snapshot(max_age_s=SNAPSHOT_AGE_S), time.time()
         yield _gauge("ragsync_pending_keys", "Keys waiting for or in a pass", snap.pending)
         yield _gauge("ragsync_queue_depth", "Tasks in the huey queue (coalesced keys share one)", snap.queue_depth)
         yield _gauge("ragsync_oldest_pending_seconds", "Age of the oldest pending key", snap.oldest_pending_s)

@@ -16,6 +16,7 @@ process) and Redis (several processes; leases let a survivor take over a dead wo
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sqlite3
@@ -83,7 +84,12 @@ class Pending:
     def rows(self) -> list[Row]:
         raise NotImplementedError
 
-    def dead(self) -> list[Parked]:
+    def summary(self) -> tuple[int, float | None, int]:
+        """(pending keys, when the oldest arrived or None, parked keys), counted in the store:
+        a status page or a scrape never loads every record into Python."""
+        raise NotImplementedError
+
+    def dead(self, limit: int | None = None) -> list[Parked]:
         raise NotImplementedError
 
     def take_dead(self, keys: Iterable[Key] | None) -> list[Key]:
@@ -268,10 +274,18 @@ class SqlitePending(Pending):
             return [Row(*r) for r in self.db.execute(
                 "select source, doc_id, state, attempts, added_at from pending order by added_at").fetchall()]
 
-    def dead(self):
+    def summary(self):
         with self.lock:
-            return [Parked(*r) for r in self.db.execute(
-                "select source, doc_id, error, attempts, failed_at from dead order by failed_at").fetchall()]
+            pending, oldest = self.db.execute("select count(*), min(added_at) from pending").fetchone()
+            (dead,) = self.db.execute("select count(*) from dead").fetchone()
+        return pending, oldest, dead
+
+    def dead(self, limit=None):
+        with self.lock:
+            rows = self.db.execute("select * from (select source, doc_id, error, attempts, failed_at from dead "
+                                   "order by failed_at desc limit ?) order by failed_at",
+                                   (-1 if limit is None else limit,)).fetchall()
+        return [Parked(*r) for r in rows]
 
     def take_dead(self, keys):
         with self._tx() as db:
@@ -445,8 +459,15 @@ class RedisPending(Pending):
                 out.append(Row(*member.split(_SEP, 1), h["state"], int(h.get("attempts", 0)), added))
         return out
 
-    def dead(self):
-        rows = [Parked(*k.split(_SEP, 1), *json.loads(v)) for k, v in self.r.hgetall(self.dead_key).items()]
+    def summary(self):
+        oldest = self.r.zrange(self.index, 0, 0, withscores=True)
+        return self.r.zcard(self.index), oldest[0][1] if oldest else None, self.r.hlen(self.dead_key)
+
+    def dead(self, limit=None):
+        entries = self.r.hscan_iter(self.dead_key, count=500)
+        if limit is not None:
+            entries = itertools.islice(entries, limit)
+        rows = [Parked(*k.split(_SEP, 1), *json.loads(v)) for k, v in entries]
         return sorted(rows, key=lambda p: p.failed_at)
 
     def take_dead(self, keys):

@@ -158,13 +158,12 @@ class WorkQueue:
     def pending_keys(self) -> set[Key]:
         return {(r.source, r.doc_id) for r in self._record.rows()}
 
-    def oldest_pending_age(self, rows: list[Row] | None = None) -> float:
-        """Seconds since the oldest pending key arrived (pass rows already read to save a read)."""
-        rows = self._record.rows() if rows is None else rows
-        return time.time() - min(r.added_at for r in rows) if rows else 0.0
+    def dead(self, limit: int | None = None) -> list[Parked]:
+        """Parked keys, oldest first (the newest `limit` of them when given)."""
+        return self._record.dead(limit)
 
-    def dead(self) -> list[Parked]:
-        return self._record.dead()
+    def summary(self) -> tuple[int, float | None, int]:
+        return self._record.summary()
 
     def replay(self, keys: Iterable[Key] | None = None) -> list[Key]:
         """Move parked keys (all when none are named) back into the queue."""

@@ -21,6 +21,7 @@ from ragsync.engine import Engine
 from ragsync.errors import Rejected
 from ragsync.fingerprint import short
 from ragsync.index import describe
+from ragsync.metrics import SNAPSHOT_AGE_S
 from ragsync.openapi import document
 from ragsync.operations import Local
 
@@ -28,6 +29,7 @@ status_page = Blueprint("status_page", __name__)
 
 COOKIE = "ragsync_session"
 DAY, HOUR = 86400.0, 3600.0
+DLQ_SHOWN = 50                          # the newest parked keys listed (the count shows them all)
 SESSION_S = 12 * HOUR                   # a login lasts a working day
 LOGIN_PER_CLIENT = (1 / 12, 5)          # (tokens per second, burst): 5 guesses, then one per 12 s
 LOGIN_IN_ALL = (1.0, 30)                # every client together
@@ -187,8 +189,8 @@ def _form(action: str, label: str, csrf: str, **fields: str) -> str:
 
 
 def _render(nonce: str, query: str) -> str:
-    engine, ops = _engine(), _ops()
-    status = ops.status()
+    engine = _engine()
+    status = engine.snapshot(max_age_s=SNAPSHOT_AGE_S).as_dict()
     admin, csrf = _is_admin(), _csrf()
     metrics, now = engine.metrics, time.time()
     problem = engine.embedder.ready()
@@ -225,13 +227,13 @@ def _render(nonce: str, query: str) -> str:
             f'<td>{f"{caught / changed:.0%}" if changed else "–"}</td><td>{_chart(name, hours)}</td>'
             + (f'<td>{_form("/status/reconcile", "reconcile now", csrf, source=name)}</td>' if admin else "") + '</tr>')
     out.append('</table><h2>Dead-letter queue</h2>')
-    parked = ops.dlq()
+    parked = [p.__dict__ for p in engine.queue.dead(limit=DLQ_SHOWN)]
     if not parked:
         out.append('<p id="dlq-empty">empty</p>')
     else:
         out.append('<table id="dlq"><tr><th>key</th><th>attempts</th><th>failed</th><th>last error</th>'
                    + ("<th></th><th></th>" if admin else "") + '</tr>')
-        for p in parked[-50:]:
+        for p in parked:
             key = f'{p["source"]}/{p["doc_id"]}'
             out.append(f'<tr><td>{escape(key)}</td><td>{p["attempts"]}</td><td>{_ago(p["failed_at"])}</td>'
                        f'<td>{escape(p["error"])}</td>'

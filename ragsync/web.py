@@ -185,7 +185,7 @@ def readyz():
         return jsonify(status="not ready", error=problem), 503
     try:
         engine.store.count_chunks()
-        engine.queue.pending()
+        engine.queue.summary()
     except Exception as exc:
         return jsonify(status="not ready", error=type(exc).__name__), 503
     return jsonify(status="ready")

@@ -121,3 +121,25 @@ def test_the_worker_health_port_is_loopback_unless_configured(tmp_path):
     cfg = config_mod.load(write_config(tmp_path, wp_source_placeholder(),
                                        'host = "0.0.0.0"\n[queue]\nredis_url = "redis://127.0.0.1:9/0"'))
     assert Daemon(cfg, Role.WORKER).host == "127.0.0.1" and Daemon(cfg, Role.SERVE).host == "0.0.0.0"
+
+
+def test_the_status_page_and_metrics_count_in_the_store_and_reuse_a_fresh_snapshot(daemon, monkeypatch):
+    record = daemon.engine.queue._record
+    for i in range(300):
+        record.add(("blog", str(i)))
+        record.fail(("blog", f"dead-{i}"), "boom", False, 1) if record.add(("blog", f"dead-{i}")) else None
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the whole pending set or DLQ was loaded")
+    monkeypatch.setattr(record, "rows", whole)
+    summaries = []
+    real_summary, real_dead = record.summary, record.dead
+    monkeypatch.setattr(record, "summary", lambda: summaries.append(1) or real_summary())
+    monkeypatch.setattr(record, "dead", lambda limit=None: whole() if limit is None else real_dead(limit))
+    page = daemon.http.get("/")
+    assert page.status_code == 200 and 'id="pending">300<' in page.text and 'id="dead">300<' in page.text
+    assert page.text.count("/status/dlq/") == 0 and page.text.count("<td>blog/dead-") == 50
+    for _ in range(5):
+        assert "ragsync_pending_keys 300.0" in daemon.http.get("/metrics").text
+    assert daemon.http.get("/readyz").status_code == 200
+    assert len(summaries) <= 3                    # one per second at most, plus /readyz
