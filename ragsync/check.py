@@ -101,12 +101,11 @@ def _store(config: Config, report: Report) -> None:
         else:
             report.add("store", False, f"data_dir {data} cannot be created ({existing} is not writable by this user)")
         return
-    lock = DataLock(data)
-    if not lock.try_acquire():
+    lock = DataLock(data, create=False)
+    if lock.held():
         url = (lock.announced() or {}).get("url")
         report.add("store", True, f"data_dir {data} is held by a running ragsync daemon" + (f" at {url}" if url else ""))
         return
-    lock.release()
     indexed = embedded_root(data).exists()
     report.add("store", True, f"data_dir {data}: " + ("an index is there" if indexed else
                                                        "no index yet (the first `ragsync serve` builds it)"))
@@ -180,15 +179,20 @@ def _source(config: Config, name: str, http: httpx.Client, report: Report) -> No
     try:
         result = connector.fetch(first.doc_id)
     except RagsyncError as exc:
-        report.add(what, False, f"source {name!r}: fetching {first.doc_id} failed: {exc} ({_hint(exc)})")
+        report.add(what, False, f"source {name!r}: fetching {_shown(first.doc_id)} failed: {exc} ({_hint(exc)})")
         return
     if isinstance(result, Gone):
-        report.add(what, False, f"source {name!r}: {first.doc_id} is listed as published but its fetch says "
+        report.add(what, False, f"source {name!r}: {_shown(first.doc_id)} is listed as published but its fetch says "
                                 f"not public ({result.reason}): ragsync reads the CMS anonymously — is the API "
                                 "behind a login or a different address?")
     else:
-        report.add(what, True, f"listing and fetch work: {first.doc_id} {result.title!r} ({len(result.html)} "
+        report.add(what, True, f"listing and fetch work: {_shown(first.doc_id)} {result.title!r} ({len(result.html)} "
                                "bytes of HTML) would be indexed")
+
+
+def _shown(text: str) -> str:
+    """A CMS's text as a terminal may show it: control characters (escape sequences) quoted."""
+    return text if text.isprintable() else repr(text)
 
 
 def _hint(exc: RagsyncError) -> str:

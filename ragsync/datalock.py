@@ -24,8 +24,9 @@ log = logging.getLogger("ragsync.datalock")
 
 
 class DataLock:
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, data_dir: Path, create: bool = True) -> None:
+        if create:
+            data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "daemon.lock"
         self.info = data_dir / "daemon.json"
         self._fd: int | None = None
@@ -39,6 +40,21 @@ class DataLock:
             return False
         self._fd = fd
         return True
+
+    def held(self) -> bool:
+        """Whether another process holds the lock, found without creating or writing anything
+        (`ragsync check` promises to write nothing): no lock file means no daemon ever ran."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
     def acquire(self, wait_s: float) -> None:
         """Wait (bounded, saying so once) for another ragsync process to let go of the store."""

@@ -2,7 +2,8 @@
 that confirms a stream of deletions by mistake) must not empty a source, whether one webhook at
 a time or in one plan. The budget measures the *net* loss of live pages against the most the
 source had within the window: edits, unpublish and republish cycles cost nothing. Within a
-window a source may always lose `max(floor, max_share × peak)` pages, never its last one; past
+window a source may always lose `max(floor, max_share × peak)` pages (and no plan may remove all
+of a source's pages: that is an empty listing, not a site that retired its content); past
 that, deletions wait (pending keys, or a held plan) and say so until the window has room or an
 operator forces them. Each deletion is still confirmed by the CMS's own verdict on that page."""
 
@@ -50,8 +51,8 @@ class DeletionGuard:
 
     def budget(self, peak: int) -> int:
         """How many of `peak` live pages a source may lose within a window: the floor or the
-        share, whichever is more, but never all of them."""
-        return min(max(self.floor, int(self.max_share * peak)), max(peak - 1, 0))
+        share, whichever is more."""
+        return max(self.floor, int(self.max_share * peak))
 
     def room(self, source: str, live: int) -> tuple[int, int]:
         """(pages the source may still lose in this window, its peak within the window)."""

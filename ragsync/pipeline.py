@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from connectors.base import Gone, Page
@@ -40,6 +40,9 @@ class Outcome:
         return self.action
 
 
+LINKABLE = ("http://", "https://", "file:")   # what a page's URL may be: search teams render it as a link
+
+
 class Pipeline:
     def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, fingerprint: str) -> None:
         self.store = store
@@ -53,6 +56,9 @@ class Pipeline:
         return self.apply(source, result)
 
     def apply(self, source: str, page: Page) -> Outcome:
+        if page.url and not page.url.lower().startswith(LINKABLE):
+            log.warning("%s/%s: its URL is not http(s) (%r...): indexed without it", source, page.doc_id, page.url[:20])
+            page = replace(page, url="")
         current = self.store.page(source, page.doc_id)
         if current and current.state == "live" and page.modified < current.modified:
             log.info("ignored %s/%s: fetched %s is older than indexed %s", source, page.doc_id,

@@ -106,11 +106,11 @@ def plan(engine: Engine, source: str, force: bool = False, store: Store | None =
 
     if report.tombstoned and not force:
         room, peak = engine.guard.room(source, len(live))
-        if len(report.tombstoned) > room:
+        if len(report.tombstoned) > room or len(report.tombstoned) >= len(live):
             report.errors.append(
-                f"mass-deletion guard: would remove {len(report.tombstoned)} of {len(live)} pages, more than the "
-                f"{max(room, 0)} its deletion budget has left (max({engine.config.delete_floor}, "
-                f"{engine.config.max_delete_share:.0%} of {peak}) per {engine.config.delete_window_s:.0f}s, never all); "
+                f"mass-deletion guard: would remove {len(report.tombstoned)} of {len(live)} pages; its deletion budget "
+                f"has {max(room, 0)} left (max({engine.config.delete_floor}, "
+                f"{engine.config.max_delete_share:.0%} of {peak}) per {engine.config.delete_window_s:.0f}s, never all in one run); "
                 f"nothing deleted — `ragsync reconcile --force --source {source}` applies them if this is right")
             if store is engine.store:
                 engine.guard.hold(source, report.tombstoned)

@@ -104,3 +104,14 @@ def test_behind_a_trusted_proxy_allow_ips_sees_the_cms_not_the_proxy(wp, daemon_
     assert deliver("203.0.113.7") == 202                              # the CMS, as the proxy saw it
     assert deliver("203.0.113.7, 198.51.100.1") == 403                # a client wrote the allowed address itself
     assert deliver(None) == 403                                       # the proxy's own address is not the CMS's
+
+
+def test_check_writes_nothing_in_an_existing_data_dir_and_quotes_what_a_cms_sends(wp, tmp_path):
+    wp.publish(7, "Hello", page_html(["Hello from WordPress."]))
+    cfg = write_config(tmp_path, wp_source(wp), port=free_port())
+    (tmp_path / "var").mkdir()
+    code, out = check(cfg)
+    assert code == 0, out
+    assert list((tmp_path / "var").iterdir()) == []                 # no daemon.lock either
+    from ragsync.check import _shown
+    assert _shown("7") == "7" and _shown("\x1b[2Jx") == "'\\x1b[2Jx'"

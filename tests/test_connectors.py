@@ -403,7 +403,8 @@ def test_wordpress_deletes_only_on_its_own_verdict(wp, daemon_factory):
                "closed REST API": (401, {"code": "rest_not_logged_in", "message": "You are not currently logged in.",
                                          "data": {"status": 401}}),
                "wordfence 403": (403, {"code": "wordfence_blocked", "message": "Blocked"}),
-               "ip block 401": (401, "<html>Access denied</html>")}
+               "ip block 401": (401, "<html>Access denied</html>"),
+               "a cache's other post": (200, {"id": 8, "status": "draft", "modified_gmt": "2026-01-01T00:00:00"})}
     for what, (status, body) in hostile.items():
         wp.fail_next(2 if status == 404 and isinstance(body, str) else 1, status, body=body)   # both routes
         with pytest.raises(FetchError) as err:

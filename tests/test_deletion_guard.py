@@ -1,6 +1,6 @@
 """The deletion budget, one for every path: a CMS that (wrongly or not) confirms the deletion of
 many pages cannot empty a source, one webhook at a time or in one audit. Past a net loss of
-max(delete_floor, max_delete_share × peak) pages within the window (never the last page),
+max(delete_floor, max_delete_share × peak) pages within the window (and no plan all of them),
 deletions wait, visible in /metrics and status; an operator's `ragsync reconcile --force`
 applies them. Below it a small site retires pages with no operator at all."""
 
@@ -124,20 +124,21 @@ def test_webhooks_and_reconcile_share_one_budget(daemon_factory, wp):
     for i in range(5, 8):                                  # 3 more found by reconcile: 7 > 6 in the window
         wp.delete(i)
     (report,) = reconcile.run(daemon.engine, ["blog"])
-    assert report.tombstoned == [] and "2 its deletion budget has left" in report.errors[0]
+    assert report.tombstoned == [] and "has 2 left" in report.errors[0]
     assert live_pages(daemon) == 16
 
 
-def test_the_budget_never_empties_a_source():
-    guard = DeletionGuard(max_share=0.2, window_s=3600, floor=10)
-    assert [guard.budget(n) for n in (1, 5, 10, 19, 100)] == [0, 4, 9, 10, 20]
-    live = [3]
-    for _ in range(2):
-        guard.admit("s", "x", lambda: live[0])
-        guard.applied("s")
-        live[0] -= 1
-    with pytest.raises(Held):                               # the last page needs an operator
-        guard.admit("s", "last", lambda: live[0])
+def test_no_plan_empties_a_source_but_a_webhook_may_retire_a_last_page(daemon_factory, wp):
+    daemon = published(daemon_factory, wp, 3, "max_delete_share = 0.2")
+    assert [daemon.engine.guard.budget(n) for n in (1, 10, 49, 100)] == [10, 10, 10, 20]
+    for i in (1, 2, 3):
+        wp.delete(i)
+    (report,) = reconcile.run(daemon.engine, ["blog"])            # an empty listing: held, all of it
+    assert report.tombstoned == [] and "has 10 left" in report.errors[0] and live_pages(daemon) == 3
+    for i in (1, 2, 3):                                            # one page at a time, each the CMS's verdict
+        daemon.wp_event(i, "post.deleted")
+    daemon.idle()
+    assert live_pages(daemon) == 0
 
 
 def test_an_operators_word_on_a_page_ends_when_it_turns_out_live():

@@ -96,7 +96,8 @@ class WordPressConnector(Connector):
                     continue                  # another post type, or deleted: try the next base
                 raise no_verdict(self.source.name, f"post {doc_id} ({base})", resp)
             post = json_body(resp)
-            if not isinstance(post, dict):
+            if not isinstance(post, dict) or str(post.get("id")) != doc_id:
+                # a cache or proxy answering with another post (or none) is no verdict on this one
                 raise no_verdict(self.source.name, f"post {doc_id} ({base})", resp)
             modified = iso_utc(post.get("modified_gmt") or post.get("modified"))
             if post.get("status", "publish") != "publish":
