@@ -57,7 +57,8 @@ class Pending:
         raise NotImplementedError
 
     def forget(self, key: Key) -> None:
-        """Undo an add whose task could not be queued (so the sender's retry is not coalesced away)."""
+        """Undo an add whose task could not be queued (so the sender's retry is not coalesced away):
+        a new key goes, a key that was waiting on a retry goes back to waiting, its work kept."""
         raise NotImplementedError
 
     def claim(self, key: Key, lease_s: float) -> bool:
@@ -229,6 +230,8 @@ class SqlitePending(Pending):
 
     def forget(self, key):
         with self._tx() as db:
+            db.execute("update pending set state='retry' where source=? and doc_id=? and state='queued' "
+                       "and attempts > 0", key)
             db.execute("delete from pending where source=? and doc_id=? and state='queued'", key)
 
     def claim(self, key, lease_s):
@@ -426,7 +429,10 @@ class RedisPending(Pending):
         return bool(self._add([self._h(key), self.index], [time.time(), _SEP.join(key)]))
 
     def forget(self, key):
-        if self.r.hget(self._h(key), "state") == "queued":
+        state, attempts = self.r.hmget(self._h(key), "state", "attempts")
+        if state == "queued" and int(attempts or 0) > 0:
+            self.r.hset(self._h(key), "state", "retry")
+        elif state == "queued":
             self.r.delete(self._h(key))
             self.r.zrem(self.index, _SEP.join(key))
 

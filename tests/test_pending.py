@@ -123,3 +123,19 @@ def test_delivery_ids_are_remembered_per_source(record):
     record.remember_delivery("blog", "msg_1", 600)
     assert record.seen_delivery("blog", "msg_1", 600) is True
     assert record.seen_delivery("docs", "msg_1", 600) is False
+
+
+def test_undoing_a_delivery_keeps_the_retry_it_moved(record):
+    """A key waiting on a retry is moved to queued by a new delivery; if queueing that delivery
+    fails, the undo puts the key back to its retry instead of dropping acknowledged work."""
+    key = ("blog", "7")
+    record.add(key)
+    assert record.claim(key, 30)
+    record.fail(key, "HTTP 503", True, 5)
+    assert record.add(key)                             # a new delivery: retry → queued
+    record.forget(key)                                 # its task could not be queued
+    (row,) = record.rows()
+    assert (row.state, row.attempts) == ("retry", 1)
+    record.add(("blog", "8"))
+    record.forget(("blog", "8"))                       # a brand-new key is simply undone
+    assert [r.doc_id for r in record.rows()] == ["7"]
