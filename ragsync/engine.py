@@ -138,12 +138,20 @@ class Engine:
 
     def switch(self, physical: str, store: Store, pipeline: Pipeline, config: Config) -> Store:
         """After a reindex: serve and write the new collection (with its embedder) from now on;
-        returns the old store."""
+        returns the old store. A new embedder takes over the old one's observers (metrics), and
+        the old one is closed when this engine made it."""
+        retired = self.embedder if pipeline.embedder is not self.embedder else None
+        if retired is not None:
+            pipeline.embedder.on_batch, pipeline.embedder.on_error = retired.on_batch, retired.on_error
         with self._store_lock:
             old, self._store, self._live = self._store, store, physical
             self.pipeline = pipeline
             self.config, self.chunker, self.embedder = config, pipeline.chunker, pipeline.embedder
             self.__dict__["fingerprint"] = fingerprint(config, pipeline.embedder)
+        if retired is not None:
+            if self._own_embedder:
+                retired.close()
+            self._own_embedder = True                   # the reindex made the new one for this engine
         return old
 
     def _follow_alias(self) -> None:

@@ -82,3 +82,26 @@ def test_credentials_in_the_embedding_url_are_never_shown(server, daemon_factory
     checked = run_cli(tmp_path / "ragsync.toml", "check")
     assert "***@127.0.0.1" in checked.stdout + checked.stderr
     assert "s3cret" not in seen + checked.stdout + checked.stderr
+
+
+def test_after_a_reindex_to_another_model_the_embed_metrics_follow_and_the_old_embedder_is_closed(
+        server, daemon_factory, wp, tmp_path):
+    from ragsync import reindex
+    url = f"http://127.0.0.1:{server.port}/v1"
+    daemon = daemon_factory(wp_source(wp), f'[embedding]\nprovider = "openai"\nurl = "{url}"\nmodel = "fake-a"\n',
+                            embedder_from_config=True)
+    before = daemon.engine.embedder
+    cfg = tmp_path / "ragsync.toml"
+    cfg.write_text(cfg.read_text().replace('model = "fake-a"', 'model = "fake-b"'))
+    reindex.run(daemon.engine, drop_old=True)
+    assert daemon.engine.embedder is not before and before._pool._shutdown   # the old one let go of its threads
+
+    def texts() -> float:
+        lines = [line for line in daemon.http.get("/metrics").text.splitlines()
+                 if line.startswith('ragsync_embed_texts_total{provider="openai"}')]
+        return float(lines[0].split()[-1]) if lines else 0.0
+    counted = texts()
+    wp.publish(1, "Crabs", page_html([words(1, 40)]))
+    daemon.wp_event(1, "post.published")
+    daemon.idle()
+    assert texts() > counted
