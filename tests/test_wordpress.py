@@ -110,6 +110,11 @@ def test_real_wordpress_end_to_end(site):
     assert autosave.status_code in (200, 201), autosave.text
     assert _webhooks_received(daemon) == sent                      # autosaves and revisions send nothing
     assert "Unsaved draft text" not in daemon.texts().get(str(page["id"]), "")
+    draft = rest.post("/posts", json={"title": "Never public", "content": "<p>Draft.</p>", "status": "draft"}).json()
+    rest.delete(f"/posts/{draft['id']}", params={"force": "true"})
+    _wp_eval(site, "wp_delete_post(wp_insert_post(array('post_title' => 'Auto Draft', 'post_status' => 'auto-draft')),"
+                   " true);")                                      # an auto-draft, as the editor makes one
+    assert _webhooks_received(daemon) == sent                      # never public: deleting it says nothing
 
     later = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
     future = rest.post("/posts", json={"title": "Scheduled", "content": "<p>Scheduled crab news.</p>",
@@ -153,15 +158,14 @@ def test_the_plugin_outbox_levels_the_index_after_ragsync_was_down(site):
 
     site["daemon"] = daemon = ServeProcess(site["cfg"], site["log"])
     started = time.monotonic()
-    visited = [0.0]
-    with httpx.Client(base_url=site["url"], timeout=30) as visitor:
+    ran = [0.0]
 
-        def level(texts: dict[str, str]) -> bool:
-            if time.monotonic() - visited[0] > 2:                 # site traffic: a request retries what is due
-                visitor.get("/wp-json/")
-                visited[0] = time.monotonic()
-            return all(f in texts for f in fresh) and not any(d in texts for d in doomed)
-        daemon.eventually(level, "the outbox to bring the index level", timeout=120)
+    def level(texts: dict[str, str]) -> bool:
+        if time.monotonic() - ran[0] > 2:                          # WP-Cron's run (visitors' requests send nothing)
+            _cron(site)
+            ran[0] = time.monotonic()
+        return all(f in texts for f in fresh) and not any(d in texts for d in doomed)
+    daemon.eventually(level, "the outbox to bring the index level", timeout=120)
     print(f"\nragsync back → index level through the plugin's retries in {time.monotonic() - started:.1f}s")
     wait_for(lambda: _outbox(site) == 0, 30, "the outbox to empty")
 
@@ -192,3 +196,65 @@ def test_saving_the_settings_page_keeps_the_secret_and_refuses_a_bad_one(site):
     post = site["rest"].post("/posts", json={"title": "After saving", "status": "publish",
                                              "content": "<p>Settings were saved and crabs still arrive.</p>"}).json()
     site["daemon"].eventually(lambda t: "crabs still arrive" in t.get(str(post["id"]), ""), "a delivery after saving")
+
+
+def _cron(site) -> None:
+    """What WP-Cron (or Action Scheduler) does when the plugin's retry event is due."""
+    _wp_eval(site, "do_action('ragsync_retry');")
+
+
+def _due_now(site) -> None:
+    _wp_eval(site, "$b = (array) get_option('ragsync_outbox', array()); foreach ($b as &$e) { $e['next_at'] = time() - 1; } "
+                   "update_option('ragsync_outbox', $b, false); update_option('ragsync_outbox_next', time() - 1);")
+
+
+def _front_page_s(url: str) -> float:
+    started = time.monotonic()
+    assert httpx.get(url + "/", timeout=60).status_code == 200
+    return time.monotonic() - started
+
+
+def test_a_black_holed_ragsync_never_slows_the_site_and_the_outbox_drains_after(site):
+    """ragsync's address accepts connections and never answers; 5 posts wait in the outbox, due.
+    20 anonymous front-page requests (while WP-Cron runs against the black hole) each answer in
+    their normal time; then ragsync's address is back and the outbox drains."""
+    import socket
+    import threading
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(512)                                              # accepts (the kernel does), never reads
+    normal = sorted(_front_page_s(site["url"]) for _ in range(5))   # an empty outbox
+    real_url = _wp_eval(site, "echo get_option('ragsync_webhook_url');")
+    _wp_eval(site, f"update_option('ragsync_webhook_url', 'http://127.0.0.1:{hole.getsockname()[1]}/webhooks/blog');")
+    rest = site["rest"]
+    posts = [str(rest.post("/posts", json={"title": f"Held {i}", "status": "publish",
+                                           "content": f"<p>Crab held back number {i}.</p>"}).json()["id"])
+             for i in range(5)]
+    assert _outbox(site) == 5
+    _due_now(site)
+    timings = [_front_page_s(site["url"]) for _ in range(10)]
+    cron = threading.Thread(target=_cron, args=(site,))
+    cron.start()                                                  # WP-Cron delivering into the black hole
+    timings += [_front_page_s(site["url"]) for _ in range(10)]
+    cron.join()
+    print(f"\nfront page, normal: median {normal[2] * 1000:.0f} ms, max {normal[-1] * 1000:.0f} ms; with ragsync "
+          f"black-holed and the outbox due: median {sorted(timings)[10] * 1000:.0f} ms, max {max(timings) * 1000:.0f} ms")
+    assert max(timings) < max(1.0, 3 * normal[-1]), timings
+    assert _outbox(site) == 5                                     # nothing lost
+
+    _wp_eval(site, f"update_option('ragsync_webhook_url', '{real_url}');")
+    hole.close()
+    _due_now(site)
+
+    def drained(texts: dict[str, str]) -> bool:
+        _cron(site)
+        return all(p in texts for p in posts)
+    site["daemon"].eventually(drained, "the outbox to drain once ragsync is back", timeout=60)
+    assert _outbox(site) == 0
+
+    _wp_eval(site, "for ($i = 0; $i < 12; $i++) { wp_insert_post(array('post_title' => \"Burst $i\", "
+                   "'post_content' => \"<p>Burst crab $i.</p>\", 'post_status' => 'publish')); }")
+    assert _outbox(site) == 2                                     # one request sends at most 10; 2 wait
+    site["daemon"].eventually(lambda t: sum("Burst crab" in v for v in t.values()) == 10, "10 sent at once")
+    site["daemon"].eventually(lambda t: _cron(site) or sum("Burst crab" in v for v in t.values()) == 12,
+                              "the 2 others through WP-Cron")

@@ -2,7 +2,7 @@
 /**
  * Plugin Name: ragsync
  * Description: Tells ragsync when a post or page is published, updated, unpublished, trashed or deleted, so its search index follows the site within a second. Sends signed Standard Webhooks deliveries; ragsync then fetches the post from the REST API itself.
- * Version: 0.2.0
+ * Version: 0.3.0
  * Requires at least: 5.7
  * License: Apache-2.0
  *
@@ -13,9 +13,12 @@
  *   define('RAGSYNC_WEBHOOK_TIMEOUT', 2);               // optional, seconds
  *   define('RAGSYNC_WEBHOOK_BLOCKING', true);           // optional; false: fire and forget, no outbox
  *
- * A delivery that fails (transport error, timeout, an answer other than 2xx) waits in an outbox
- * (one entry per post, the latest event wins) and is retried with backoff by the next request
- * to the site, by WP-Cron, or by Action Scheduler when present; Settings → ragsync shows it.
+ * Visitors' requests never deliver and never wait: the editor's own request delivers its changes
+ * once, at shutdown (at most MAX_NEW_PER_REQUEST; one timeout at most, then the rest wait), and a
+ * delivery that fails (transport error, timeout, an answer other than 2xx) waits in an outbox
+ * (one entry per post, the latest event wins) that WP-Cron or Action Scheduler retries with
+ * backoff. The outbox lock is taken try-once and never held across the network. Only posts that
+ * were ever public produce events. Settings → ragsync shows the outbox.
  */
 
 if (!defined('ABSPATH')) { exit; }
@@ -30,7 +33,9 @@ final class Ragsync_Plugin {
     const STATUS = 'ragsync_delivery';      // {last_ok_at, last_error, last_error_at}
     const MAX_ENTRIES = 5000;               // past this the oldest are dropped (ragsync's polling finds them)
     const MAX_AGE = 172800;                 // two days: ragsync's audit and nightly reconcile have them by then
-    const MAX_PER_REQUEST = 25;             // retries one request may spend its shutdown on
+    const MAX_PER_RUN = 25;                 // outbox entries one WP-Cron run delivers
+    const MAX_NEW_PER_REQUEST = 10;         // changes one editor's request delivers itself; the rest wait
+    const PUBLIC_META = '_ragsync_public';  // set when a post is first published: its deletion matters
 
     public static function boot() {
         add_action('transition_post_status', array(__CLASS__, 'on_transition'), 10, 3);
@@ -69,6 +74,9 @@ final class Ragsync_Plugin {
 
     /** Publish, scheduled post going live (future → publish), unpublish, trash, untrash to publish. */
     public static function on_transition($new_status, $old_status, $post) {
+        if ($new_status === 'publish' && $old_status !== 'publish' && self::tracked($post)) {
+            update_post_meta($post->ID, self::PUBLIC_META, 1);
+        }
         if ($new_status === 'publish') {
             self::queue($old_status === 'publish' ? 'post.updated' : 'post.published', $post);
         } elseif ($old_status === 'publish') {
@@ -83,68 +91,85 @@ final class Ragsync_Plugin {
         }
     }
 
+    /** Auto-drafts and drafts that were never published are nothing ragsync ever saw. */
     public static function on_delete($post_id) {
         $post = get_post($post_id);
-        if ($post) { self::queue('post.deleted', $post); }
+        if ($post && self::ever_public($post)) { self::queue('post.deleted', $post); }
     }
 
-    /** At shutdown, so terms and meta saved after wp_insert_post() are visible to ragsync's fetch;
-     *  then whatever in the outbox is due: the next request to the site is the retry. */
+    private static function ever_public($post) {
+        return $post->post_status === 'publish' || get_post_meta($post->ID, self::PUBLIC_META, true)
+            || get_post_meta($post->ID, '_wp_trash_meta_status', true) === 'publish';
+    }
+
+    /** At shutdown, so terms and meta saved after wp_insert_post() are visible to ragsync's fetch.
+     *  Only a request that changed posts (an editor's) has anything to do; it delivers its own
+     *  changes once and leaves the rest, and whatever fails, to the outbox. */
     public static function send() {
-        $events = self::$events;
+        $events = array_values(self::$events);
         self::$events = array();
-        if (empty($events) && !self::due()) { return; }
-        $target = self::target(!empty($events));
+        if (empty($events)) { return; }
+        $target = self::target(true);
         if ($target === null) { return; }
+        $delivered = array();
         $failed = array();
-        foreach ($events as $event) {
+        $waiting = array_slice($events, self::MAX_NEW_PER_REQUEST);
+        foreach (array_slice($events, 0, self::MAX_NEW_PER_REQUEST) as $event) {
+            if (!empty($failed)) { $waiting[] = $event; continue; }    // ragsync is unreachable: one timeout is enough
             $error = self::deliver($target, $event);
-            if ($error !== null) { $failed[$event['id']] = array($event, $error); }
+            if ($error === null) { $delivered[] = $event; } else { $failed[] = array($event, $error); }
         }
-        if (!empty($failed) || (int) get_option(self::NEXT, 0) > 0) {    // an empty outbox stays untouched
-            self::update_outbox(function ($box) use ($events, $failed) {
-                foreach ($events as $event) { unset($box[$event['id']]); }   // delivered now: the latest wins
-                foreach ($failed as $id => list($event, $error)) {
-                    $box[$id] = array('event' => $event, 'attempts' => 1, 'first_at' => time(),
-                                      'next_at' => time() + self::backoff(1), 'error' => $error);
-                }
-                return $box;
-            });
-        }
-        if (self::due()) { self::retry(); }
+        if (empty($failed) && empty($waiting) && (int) get_option(self::NEXT, 0) === 0) { return; }   // nothing to keep
+        self::update_outbox(function ($box) use ($delivered, $failed, $waiting) {
+            $now = time();
+            foreach ($delivered as $event) { unset($box[$event['id']]); }   // delivered now: the latest wins
+            foreach ($failed as list($event, $error)) {
+                $box[$event['id']] = array('event' => $event, 'attempts' => 1, 'first_at' => $now,
+                                           'next_at' => $now + self::backoff(1), 'error' => $error);
+            }
+            foreach ($waiting as $event) {
+                $box[$event['id']] = array('event' => $event, 'attempts' => 0, 'first_at' => $now, 'next_at' => $now,
+                                           'error' => 'not sent yet (more changes than one request delivers, or ragsync unreachable)');
+            }
+            return $box;
+        });
     }
 
-    /** Deliver what is due in the outbox (WP-Cron, Action Scheduler, or a request's shutdown). */
+    /** WP-Cron / Action Scheduler: take what is due (moving its next try forward before
+     *  sending), deliver it with no lock held, then merge the results. Stops at the first
+     *  failure: one timeout says ragsync is unreachable. */
     public static function retry() {
         $target = self::target(true);
         if ($target === null) { return; }
-        self::update_outbox(function ($box) use ($target) {
+        $taken = array();
+        self::update_outbox(function ($box) use (&$taken) {
             $now = time();
-            $tried = 0;
             foreach ($box as $id => $entry) {
                 if ($entry['first_at'] < $now - self::MAX_AGE) {
                     error_log("ragsync: gave up on post $id after {$entry['attempts']} attempts: {$entry['error']}");
                     unset($box[$id]);
                     continue;
                 }
-                if ($entry['next_at'] > $now || $tried >= self::MAX_PER_REQUEST) { continue; }
-                $tried++;
-                $error = self::deliver($target, $entry['event']);
-                if ($error === null) {
-                    unset($box[$id]);
-                } else {
-                    $box[$id]['attempts']++;
-                    $box[$id]['next_at'] = $now + self::backoff($box[$id]['attempts']);
-                    $box[$id]['error'] = $error;
-                }
+                if ($entry['next_at'] > $now || count($taken) >= self::MAX_PER_RUN) { continue; }
+                $taken[$id] = $entry['event'];
+                $box[$id]['attempts']++;
+                $box[$id]['next_at'] = $now + self::backoff($box[$id]['attempts']);
             }
             return $box;
         });
-    }
-
-    private static function due() {
-        $next = (int) get_option(self::NEXT, 0);
-        return $next > 0 && $next <= time();
+        $results = array();
+        foreach ($taken as $id => $event) {
+            $results[$id] = self::deliver($target, $event);
+            if ($results[$id] !== null) { break; }
+        }
+        if (empty($results)) { return; }
+        self::update_outbox(function ($box) use ($taken, $results) {
+            foreach ($results as $id => $error) {
+                if (!isset($box[$id]) || $box[$id]['event'] !== $taken[$id]) { continue; }   // a newer event since
+                if ($error === null) { unset($box[$id]); } else { $box[$id]['error'] = $error; }
+            }
+            return $box;
+        });
     }
 
     /** 2, 4, 8 … seconds, at most a minute: a restarted ragsync hears from the site within one. */
@@ -213,11 +238,12 @@ final class Ragsync_Plugin {
     }
 
     /** Read-modify-write of the outbox under a MySQL named lock (several PHP workers share it),
-     *  bypassing the options cache; then the next due time and a WP-Cron/Action Scheduler wake-up. */
+     *  taken try-once and held only for this change (never across the network), bypassing the
+     *  options cache; then the next due time and a WP-Cron/Action Scheduler wake-up. */
     private static function update_outbox($change) {
         global $wpdb;
-        if (!$wpdb->get_var("SELECT GET_LOCK('ragsync_outbox', 5)")) {
-            error_log('ragsync: the outbox is busy (another request holds it for 5 s); this request\'s failed deliveries are left to ragsync\'s polling');
+        if (!$wpdb->get_var("SELECT GET_LOCK('ragsync_outbox', 0)")) {
+            error_log('ragsync: the outbox is busy this instant; this change is left to ragsync\'s polling');
             return;
         }
         try {
