@@ -23,6 +23,7 @@ class Post:
     status: str = "publish"
     password: str = ""
     modified: datetime = field(default_factory=lambda: datetime(2026, 1, 1, tzinfo=timezone.utc))
+    link: str = ""                       # what WordPress answers as its `link` (default: ?p=<id>)
 
 
 class FakeServer:
@@ -170,7 +171,7 @@ class FakeWordPress(FakeServer):
         protected = bool(post.password)
         return {
             "id": post.id, "type": post.type, "status": post.status,
-            "link": f"{self.url}/?p={post.id}",
+            "link": post.link or f"{self.url}/?p={post.id}",
             "modified_gmt": post.modified.strftime("%Y-%m-%dT%H:%M:%S"),
             "title": {"rendered": post.title},
             "content": {"rendered": "" if protected else post.html, "protected": protected},

@@ -143,3 +143,11 @@ def test_the_status_page_and_metrics_count_in_the_store_and_reuse_a_fresh_snapsh
         assert "ragsync_pending_keys 300.0" in daemon.http.get("/metrics").text
     assert daemon.http.get("/readyz").status_code == 200
     assert len(summaries) <= 3                    # one per second at most, plus /readyz
+
+
+def test_a_page_url_that_is_not_http_is_never_indexed_as_a_link(daemon, wp):
+    wp.publish(1, "Crabs", page_html(["Ferrous crabs scuttle sideways."])).link = "javascript:alert(document.cookie)"
+    daemon.wp_event(1, "post.published")
+    daemon.idle()
+    (hit,) = daemon.search("crabs", group="page")
+    assert hit["url"] == "" and "javascript:" not in daemon.http.get("/", params={"q": "crabs"}).text
