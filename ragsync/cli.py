@@ -121,16 +121,20 @@ def check(cfg: Config, source: str | None, as_json: bool) -> None:
 @click.option("--modified-after", help="only pages modified at or after this ISO 8601 time")
 @click.option("--modified-before", help="only pages modified before this ISO 8601 time")
 @click.option("--group", type=click.Choice(["page"]), help="one result per page, with its best chunks")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "keyword"]),
+              help="keyword + meaning fused (hybrid), the embedding model only (dense), BM25 only (keyword); "
+                   "default: [search] mode, hybrid")
 @click.option("--json", "as_json", is_flag=True, help="JSON output")
 @_config_option
 def search(cfg: Config, query: str, source: str | None, limit: int, url_prefix: str | None,
-           modified_after: str | None, modified_before: str | None, group: str | None, as_json: bool) -> None:
+           modified_after: str | None, modified_before: str | None, group: str | None, mode: str | None,
+           as_json: bool) -> None:
     """Search the index (live versions of published pages only)."""
     if source:
         cfg.source(source)
     with _connect(cfg, read_only=True) as ops:
         results = ops.search(query, limit, source=source, url_prefix=url_prefix, modified_after=modified_after,
-                             modified_before=modified_before, group=group)
+                             modified_before=modified_before, group=group, mode=mode)
     if as_json:
         click.echo(json.dumps({"query": query, **({"group": group} if group else {}), "results": results}, indent=2))
         return

@@ -15,9 +15,11 @@ from typing import Any
 
 from connectors import connector_class
 from ragsync.errors import ConfigError
+from ragsync.keywords import check_language
 from ragsync.source import SourceConfig, env_secret, strong_token
 
-_TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "reconcile", "embedding", "sources"}
+_TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "reconcile", "embedding", "search", "sources"}
+MODES = ("hybrid", "dense", "keyword")
 PROVIDERS = ("local", "openai")
 BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
 DEFAULT_BACKEND = "onnx-int8"           # measured: scripts/bench-embed, README "Embedding"
@@ -30,6 +32,7 @@ _TABLES = {
     "qdrant": {"collection": "collection", "url": "qdrant_url", "api_key_env": "qdrant_api_key_env"},
     "queue": {k: k for k in ("max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s")},
     "chunking": {"max_tokens": "max_tokens"},
+    "search": {"language": "search_language", "mode": "search_mode"},
     "reconcile": {k: k for k in ("max_delete_share", "delete_floor", "delete_window_s", "poll_interval_s", "audit_interval_s")},
 }
 _KINDS: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
@@ -101,6 +104,8 @@ class Config:
     delete_window_s: float = 3600.0            # the deletion budget's window (every path)
     poll_interval_s: float = 60.0              # ask each CMS what changed since the last poll; 0 = off
     audit_interval_s: float = 900.0            # compare each CMS's listing with the page records; 0 = off
+    search_language: str = "english"          # the keyword side's tokenizer, stemmer and stopwords (keywords.py)
+    search_mode: str = "hybrid"                # what /search does without mode=: chosen by scripts/bench-search
     embedding: EmbeddingConfig = EmbeddingConfig()
     store: StoreSettings = StoreSettings()
     sources: dict[str, SourceConfig] = field(default_factory=dict)
@@ -166,6 +171,9 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
             store = _store(table, store_keys)
     if not 0 <= settings.get("max_delete_share", 0) <= 1 or settings.get("delete_floor", 0) < 0:
         raise ConfigError("[reconcile] max_delete_share must be between 0 and 1 and delete_floor 0 or more")
+    check_language(settings.get("search_language", "english"))
+    if settings.get("search_mode", "hybrid") not in MODES:
+        raise ConfigError(f"[search] mode must be one of {', '.join(MODES)}, got {settings['search_mode']!r}")
     for key in ("poll_interval_s", "audit_interval_s"):
         if settings.get(key, 0) < 0:
             raise ConfigError(f"[reconcile] {key} must be 0 (off) or a number of seconds, got {settings[key]!r}")

@@ -28,7 +28,7 @@ from ragsync.index import Catalog, SearchFilter, Store, open_catalog
 from ragsync.metrics import Metrics
 from ragsync.pipeline import Outcome, Pipeline
 from ragsync.queue import WorkQueue
-from ragsync.search import PageResult, SearchResult, nearest, nearest_pages
+from ragsync.search import PageResult, Probe, SearchResult, nearest, nearest_pages, weights
 
 log = logging.getLogger("ragsync.engine")
 
@@ -79,7 +79,7 @@ class Engine:
             self.pipeline = self._pipeline_for(store)
         self._live = ""                            # the physical collection behind the name, once opened
         self._store_lock = threading.Lock()
-        self._snapshot: tuple[float, Snapshot] | None = None        # (when, what) for snapshot(max_age_s)
+        self._snapshot: tuple[float, Any, Snapshot] | None = None   # (when, key, what) for snapshot(max_age_s)
         if not lazy_store:
             self.store
         self.http = httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False,
@@ -208,28 +208,43 @@ class Engine:
             self._shadow = None
 
     def search(self, query: str, limit: int = 10, where: SearchFilter = SearchFilter(),
-               pages: bool = False) -> list[SearchResult] | list[PageResult]:
-        """Chunks, or with `pages` one entry per page."""
-        return self.search_vector(self.embedder.embed_query(query), limit, where, pages)
+               pages: bool = False, mode: str | None = None) -> list[SearchResult] | list[PageResult]:
+        """Chunks, or with `pages` one entry per page; `mode` hybrid, dense or keyword (default:
+        `[search] mode`)."""
+        mode = mode or self.config.search_mode
+        if mode == "keyword":
+            probe = Probe(None, query)
+        elif mode == "dense":
+            probe = Probe(self.embedder.embed_query(query))
+        else:
+            probe = Probe(self.embedder.embed_query(query), query, weights(query))
+        return self.search_probe(probe, limit, where, pages)
 
     def search_vector(self, vector: list[float], limit: int = 10, where: SearchFilter = SearchFilter(),
                       pages: bool = False) -> list[SearchResult] | list[PageResult]:
+        return self.search_probe(Probe(vector), limit, where, pages)
+
+    def search_probe(self, probe: Probe, limit: int = 10, where: SearchFilter = SearchFilter(),
+                     pages: bool = False) -> list[SearchResult] | list[PageResult]:
         find = nearest_pages if pages else nearest
         store = self.store
         try:
-            return find(store, vector, limit, where)
+            return find(store, probe, limit, where)
         except StoreError:
             if self.store is store:
                 raise
-            return find(self.store, vector, limit, where)     # a reindex switched (and dropped) it meanwhile
+            return find(self.store, probe, limit, where)     # a reindex switched (and dropped) it meanwhile
 
     def snapshot(self, max_age_s: float = 0.0) -> Snapshot:
-        """`max_age_s`: a snapshot that young may be reused (a status page or a scrape under
-        load reads the stores once a second at most)."""
+        """`max_age_s`: a snapshot that young may be reused while no pass has written and the
+        queue's counts are the same (a status page or a scrape under load reads the stores
+        once a second at most)."""
+        store, summary = self.store, self.queue.summary()
+        key = (summary, store.writes, id(store))           # what changes when passes run: then read afresh
         cached = self._snapshot
-        if cached is not None and time.monotonic() - cached[0] <= max_age_s:
-            return cached[1]
-        store, (pending, oldest, dead) = self.store, self.queue.summary()
+        if cached is not None and cached[1] == key and time.monotonic() - cached[0] <= max_age_s:
+            return cached[2]
+        pending, oldest, dead = summary
         sources = {}
         for name in self.config.sources:
             sources[name] = SourceState(pages_live=store.count_pages(name, "live"),
@@ -246,7 +261,7 @@ class Engine:
                      for name in self.config.sources},
             collection={"name": self.config.collection, "physical": self._live or None, "fingerprint": stamp,
                         "config_matches": stamp in (None, self.fingerprint), "store": store.layout()})
-        self._snapshot = (time.monotonic(), snap)
+        self._snapshot = (time.monotonic(), key, snap)
         return snap
 
     def __enter__(self) -> Engine:

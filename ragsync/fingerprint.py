@@ -1,5 +1,6 @@
 """What determines the vectors and the chunks: the embedder (provider, model and its revision,
-backend or quantization, dimension), the extractor and the chunker (versions and settings).
+backend or quantization, dimension), the keyword vectors' language, the extractor and the
+chunker (versions and settings).
 Stored with each collection and in each point's metadata, so a change is seen, never silently
 mixed into an index built another way."""
 
@@ -9,14 +10,14 @@ import hashlib
 import json
 from typing import Any
 
-from ragsync import chunk, extract
+from ragsync import chunk, extract, keywords
 from ragsync.config import Config
 from ragsync.embed import Embedder
 
 
 def fingerprint(config: Config, embedder: Embedder) -> dict[str, Any]:
-    return {**embedder.identity, "extractor": extract.VERSION, "chunker": chunk.VERSION,
-            "max_tokens": config.max_tokens}
+    return {**embedder.identity, **keywords.identity(config.search_language), "extractor": extract.VERSION,
+            "chunker": chunk.VERSION, "max_tokens": config.max_tokens}
 
 
 def short(fp: dict) -> str:

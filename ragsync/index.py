@@ -31,6 +31,7 @@ from typing import Any
 
 from ragsync.config import StoreSettings
 from ragsync.errors import StoreError
+from ragsync.keywords import SPARSE, Keywords
 from ragsync.source import env_secret
 
 log = logging.getLogger("ragsync.index")
@@ -40,6 +41,7 @@ FINGERPRINT_ID = str(uuid.uuid5(PAGE_NS, "ragsync:fingerprint"))   # a record be
 ID_LISTS = ["live_ids", "previous_ids"]     # a page record's chunk ids: O(points) in all
 _PAGE_VECTOR = [1.0]          # page records need a vector in Qdrant; they are never searched by it
 _SCROLL = 1000
+RRF_K = 60                        # reciprocal-rank constant (Cormack et al.; Qdrant's default is 2)
 # The embedded engine optimizes only when asked, and holds the GIL while it does: segments are
 # kept to ~65k points (one pass ≈ 7 s on 2 cores, measured) and a pass runs after every
 # OPTIMIZE_EVERY points written or deleted, so no single pause grows with the index.
@@ -108,13 +110,24 @@ class Store:
             if inspect.isfunction(fn) and not name.startswith("_"):
                 setattr(cls, name, _guarded(fn))
 
-    def __init__(self) -> None:
+    def __init__(self, keywords: Keywords) -> None:
         self.writes = 0
+        self.keywords = keywords               # makes every chunk's sparse vector, and the queries'
         self._count_lock = threading.Lock()
 
     def _wrote(self) -> None:
         with self._count_lock:
             self.writes += 1
+
+    sparse = True                              # the collection has keyword vectors
+
+    def _keyword_query(self, text: str | None):
+        """The sparse query for `text`, or None; an index without keyword vectors refuses."""
+        if text is None:
+            return None
+        if not self.sparse:
+            raise StoreError("this index has no keyword vectors (built before them): run `ragsync reindex`")
+        return self.keywords.query(text)
 
     # chunks
     def doc_chunks(self, source: str, doc_id: str) -> dict[str, dict[str, Any]]:
@@ -141,15 +154,18 @@ class Store:
     def delete_chunks(self, ids: list[str]) -> None:
         raise NotImplementedError
 
-    def search(self, vector: list[float], limit: int, where: SearchFilter | None = None,
-               exact: bool = False) -> list[Hit]:
-        """The nearest points; `exact`: a full scan of the original vectors (no graph, no
-        quantization), the yardstick for the default search's recall."""
+    def search(self, vector: list[float] | None, limit: int, where: SearchFilter | None = None,
+               exact: bool = False, text: str | None = None, weights: tuple[float, float] = (1.0, 1.0)) -> list[Hit]:
+        """The best points: nearest to `vector` (dense), best for `text` (keyword, BM25), or —
+        both given — both lists fused inside Qdrant by reciprocal rank with `weights` (dense,
+        keyword). `exact`: a full scan of the original vectors (no graph, no quantization),
+        the yardstick for the default search's recall."""
         raise NotImplementedError
 
-    def search_groups(self, vector: list[float], groups: int, per_group: int,
-                      where: SearchFilter | None = None) -> list[list[Hit]]:
-        """The nearest pages (points grouped by URL), best first, each its best hits first."""
+    def search_groups(self, vector: list[float] | None, groups: int, per_group: int,
+                      where: SearchFilter | None = None, text: str | None = None,
+                      weights: tuple[float, float] = (1.0, 1.0)) -> list[list[Hit]]:
+        """The best pages (points grouped by URL), best first, each its best hits first."""
         raise NotImplementedError
 
     def count_chunks(self, match: dict[str, str] | None = None) -> int:
@@ -252,15 +268,17 @@ class EdgeStore(Store):
     """Embedded Qdrant (qdrant-edge): one process owns the folder; WAL-backed, so it
     survives kill -9; keyword indexes make per-page operations sub-millisecond at 1M points."""
 
-    def __init__(self, path: Path, dim: int, settings: StoreSettings = StoreSettings()) -> None:
-        super().__init__()
+    def __init__(self, path: Path, dim: int, settings: StoreSettings = StoreSettings(),
+                 keywords: Keywords | None = None) -> None:
+        super().__init__(keywords or Keywords())
         import qdrant_edge as qe
         self.qe, self.settings, self.path = qe, settings, path
         self._changed = 0                          # points written or deleted since the last optimize
         self._optimizing = threading.Lock()
         path.mkdir(parents=True, exist_ok=True)
         kinds = qe.PayloadSchemaType
-        self.chunks = self._open(path / "chunks", self._config(dim), {
+        self.sparse = _has_sparse(path / "chunks")      # False: built before keyword vectors (reindex adds them)
+        self.chunks = self._open(path / "chunks", self._config(dim, sparse=self.sparse), {
             **dict.fromkeys(KEYWORD_FIELDS, kinds.Keyword), **dict.fromkeys(DATETIME_FIELDS, kinds.Datetime)})
         self.pages_shard = self._open(path / "pages", self._config(1, graph=False), {"source": kinds.Keyword})
         quantized = qe.QuantizationSearchParams(rescore=True, oversampling=settings.oversampling)
@@ -268,7 +286,7 @@ class EdgeStore(Store):
                                       quantization=quantized if settings.quantization == "int8" else None)
         self.optimize()                            # segments written under other settings converge now
 
-    def _config(self, dim: int, graph: bool = True):
+    def _config(self, dim: int, graph: bool = True, sparse: bool = False):
         """The shard's layout from the settings. Page records are fetched by id, never searched:
         no graph (m=0) and no quantization."""
         qe, s = self.qe, self.settings
@@ -276,6 +294,7 @@ class EdgeStore(Store):
         quantization = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
         return qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=disk),
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=disk)} if sparse else None,
             payload_memory=disk,
             hnsw_config=qe.HnswIndexConfig(m=s.hnsw_m if graph else 0, ef_construct=s.hnsw_ef_construct,
                                            full_scan_threshold=10_000, memory=disk),
@@ -331,8 +350,9 @@ class EdgeStore(Store):
                      "hnsw_ef_construct": vectors["index"]["options"]["ef_construct"]}
             if found not in applied:
                 applied.append(found)
-        return {"points": info.points_count, "indexed": info.indexed_vectors_count, "segments": info.segments_count,
-                "applied": applied}
+        # the engine counts every sparse (keyword) vector as indexed too: one per point
+        indexed = max(0, info.indexed_vectors_count - (info.points_count if self.sparse else 0))
+        return {"points": info.points_count, "indexed": indexed, "segments": info.segments_count, "applied": applied}
 
     def _filter(self, match: dict[str, str] | None, where: SearchFilter | None = None):
         qe = self.qe
@@ -365,18 +385,23 @@ class EdgeStore(Store):
 
     def iter_vectors(self, match=None):
         for rec in self._scroll(self.chunks, match, with_vector=True):
-            yield str(rec.id), list(rec.vector), rec.payload
+            yield str(rec.id), _dense(rec.vector), rec.payload
 
     def upsert_chunks(self, points):
         if points:
             self.chunks.update(self.qe.UpdateOperation.upsert_points(
-                [self.qe.Point(pid, vec, payload) for pid, vec, payload in points]))
+                [self.qe.Point(pid, {"": vec, SPARSE: self.keywords.document(payload)} if self.sparse else vec, payload)
+                 for pid, vec, payload in points]))
             self._wrote()
             self._count_change(len(points))
 
     def set_metadata(self, ids, metadata):
         if ids:
             self.chunks.update(self.qe.UpdateOperation.set_payload(list(ids), metadata, key="metadata"))
+            if _retitled(metadata) and self.sparse:
+                self.chunks.update(self.qe.UpdateOperation.update_vectors(
+                    [self.qe.PointVectors(r.id, {SPARSE: self.keywords.document(r.payload)})
+                     for r in self.chunks.retrieve(list(ids), True, False)]))
             self._wrote()
 
     def delete_chunks(self, ids):
@@ -385,16 +410,32 @@ class EdgeStore(Store):
             self._wrote()
             self._count_change(len(ids))
 
-    def search(self, vector, limit, where=None, exact=False):
+    def search(self, vector, limit, where=None, exact=False, text=None, weights=(1.0, 1.0)):
         qe = self.qe
         params = qe.SearchParams(exact=True) if exact else self.params
-        hits = self.chunks.query(qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector), params=params,
-                                                 filter=self._filter(None, where), with_payload=True, with_vector=False))
-        return [Hit(str(h.id), h.score, h.payload) for h in hits]
+        flt = self._filter(None, where)
+        sparse = self._keyword_query(text)
+        if sparse is not None and not sparse.indices:            # only stopwords: nothing to match
+            if vector is None:
+                return []
+            sparse = None
+        dense = qe.Query.Nearest(vector) if vector is not None else None
+        keyword = qe.Query.Nearest(sparse, using=SPARSE) if sparse is not None else None
+        if dense is not None and keyword is not None:
+            fetch = _prefetch(limit)
+            request = qe.QueryRequest(limit=limit, prefetches=[
+                qe.Prefetch(limit=fetch, query=dense, params=params, filter=flt),
+                qe.Prefetch(limit=fetch, query=keyword, filter=flt)],
+                query=qe.Fusion.Rrf(k=RRF_K, weights=list(weights)), with_payload=True, with_vector=False)
+        else:
+            request = qe.QueryRequest(limit=limit, query=dense or keyword, params=params if dense else None,
+                                      filter=flt, with_payload=True, with_vector=False)
+        return [Hit(str(h.id), h.score, h.payload) for h in self.chunks.query(request)]
 
-    def search_groups(self, vector, groups, per_group, where=None):
-        """The embedded engine has no grouping query: the nearest points, grouped here."""
-        return _grouped(self.search(vector, groups * per_group * 4, where), groups, per_group)
+    def search_groups(self, vector, groups, per_group, where=None, text=None, weights=(1.0, 1.0)):
+        """The embedded engine has no grouping query: the best points, grouped here."""
+        return _grouped(self.search(vector, groups * per_group * 4, where, text=text, weights=weights),
+                        groups, per_group)
 
     def count_chunks(self, match=None):
         return self.chunks.count(self.qe.CountRequest(exact=True, filter=self._filter(match)))
@@ -440,8 +481,8 @@ class ClientStore(Store):
     calls a server gets) through qdrant-client."""
 
     def __init__(self, client, collection: str, dim: int, close_client: bool = True,
-                 settings: StoreSettings = StoreSettings()) -> None:
-        super().__init__()
+                 settings: StoreSettings = StoreSettings(), keywords: Keywords | None = None) -> None:
+        super().__init__(keywords or Keywords())
         from qdrant_client import models
         self.m, self.settings = models, settings
         self.client = client
@@ -461,6 +502,7 @@ class ClientStore(Store):
             for key, kind in indexes.items():
                 if key not in info.payload_schema:
                     client.create_payload_index(name, key, _index_schema(models, kind, settings.on_disk))
+        self.sparse = SPARSE in (client.get_collection(collection).config.params.sparse_vectors or {})
         quantized = models.QuantizationSearchParams(rescore=True, oversampling=settings.oversampling)
         self.search_params = models.SearchParams(hnsw_ef=settings.search_ef, quantization=quantized if (
             settings.quantization == "int8") else None) if self._server else None   # local mode searches exactly
@@ -516,17 +558,26 @@ class ClientStore(Store):
 
     def iter_vectors(self, match=None):
         for rec in self._scroll(self.collection, match, with_vectors=True):
-            yield str(rec.id), list(rec.vector), rec.payload
+            yield str(rec.id), _dense(rec.vector), rec.payload
+
+    def _sparse(self, vector):
+        return self.m.SparseVector(indices=list(vector.indices), values=list(vector.values))
 
     def upsert_chunks(self, points):
         if points:
             self.client.upsert(self.collection, wait=True, points=[
-                self.m.PointStruct(id=pid, vector=vec, payload=payload) for pid, vec, payload in points])
+                self.m.PointStruct(id=pid, payload=payload, vector={
+                    "": vec, SPARSE: self._sparse(self.keywords.document(payload))} if self.sparse else vec)
+                for pid, vec, payload in points])
             self._wrote()
 
     def set_metadata(self, ids, metadata):
         if ids:
             self.client.set_payload(self.collection, payload=metadata, points=list(ids), key="metadata", wait=True)
+            if _retitled(metadata) and self.sparse:
+                self.client.update_vectors(self.collection, wait=True, points=[
+                    self.m.PointVectors(id=r.id, vector={SPARSE: self._sparse(self.keywords.document(r.payload))})
+                    for r in self.client.retrieve(self.collection, list(ids), with_payload=True)])
             self._wrote()
 
     def delete_chunks(self, ids):
@@ -534,16 +585,38 @@ class ClientStore(Store):
             self.client.delete(self.collection, points_selector=self.m.PointIdsList(points=list(ids)), wait=True)
             self._wrote()
 
-    def search(self, vector, limit, where=None, exact=False):
-        params = self.m.SearchParams(exact=True) if exact and self._server else self.search_params
-        res = self.client.query_points(self.collection, query=vector, limit=limit, search_params=params,
-                                       query_filter=self._filter(None, where), with_payload=True)
+    def _query(self, vector, limit, where, exact, text, weights) -> dict[str, Any] | None:
+        """query_points arguments for a dense, keyword or fused search (None: nothing to match)."""
+        m = self.m
+        params = m.SearchParams(exact=True) if exact and self._server else self.search_params
+        flt = self._filter(None, where)
+        sparse = self._keyword_query(text)
+        if sparse is not None and not sparse.indices:
+            if vector is None:
+                return None
+            sparse = None
+        if vector is not None and sparse is not None:
+            fetch = _prefetch(limit)
+            return {"prefetch": [m.Prefetch(query=vector, limit=fetch, filter=flt, params=params),
+                                 m.Prefetch(query=self._sparse(sparse), using=SPARSE, limit=fetch, filter=flt)],
+                    "query": m.RrfQuery(rrf=m.Rrf(k=RRF_K, weights=list(weights)))}
+        if vector is not None:
+            return {"query": vector, "search_params": params, "query_filter": flt}
+        return {"query": self._sparse(sparse), "using": SPARSE, "query_filter": flt}
+
+    def search(self, vector, limit, where=None, exact=False, text=None, weights=(1.0, 1.0)):
+        args = self._query(vector, limit, where, exact, text, weights)
+        if args is None:
+            return []
+        res = self.client.query_points(self.collection, limit=limit, with_payload=True, **args)
         return [Hit(str(p.id), p.score, p.payload) for p in res.points]
 
-    def search_groups(self, vector, groups, per_group, where=None):
-        res = self.client.query_points_groups(self.collection, group_by=GROUP_BY, query=vector, limit=groups,
-                                              group_size=per_group, query_filter=self._filter(None, where),
-                                              with_payload=True, search_params=self.search_params)
+    def search_groups(self, vector, groups, per_group, where=None, text=None, weights=(1.0, 1.0)):
+        args = self._query(vector, groups, where, False, text, weights)
+        if args is None:
+            return []
+        res = self.client.query_points_groups(self.collection, group_by=GROUP_BY, limit=groups, group_size=per_group,
+                                              with_payload=True, **args)
         return [[Hit(str(p.id), p.score, p.payload) for p in group.hits] for group in res.groups]
 
     def count_chunks(self, match=None):
@@ -589,6 +662,28 @@ class ClientStore(Store):
             self.client.close()
 
 
+def _has_sparse(shard: Path) -> bool:
+    """Whether a shard has the keyword vectors (a new one will); one written before them has not."""
+    config = shard / "edge_config.json"
+    return not config.exists() or bool(json.loads(config.read_text()).get("sparse_vectors"))
+
+
+def _dense(vector: Any) -> list[float]:
+    """A point's dense vector, whether the engine gave it alone or among its named vectors."""
+    return list(vector[""] if isinstance(vector, dict) else vector)
+
+
+def _retitled(metadata: dict[str, Any]) -> bool:
+    """A metadata change the keyword side reads (keywords.text): its sparse vector is remade."""
+    return "title" in metadata or "heading_path" in metadata
+
+
+def _prefetch(limit: int) -> int:
+    """Candidates each side of a fused search brings: enough that a page ranked low by one
+    side and high by the other still meets in the fusion."""
+    return max(50, 3 * limit)
+
+
 def _reported(config) -> dict[str, Any]:
     """The layout a server reports for a collection, in `Store.layout()`'s terms."""
     scalar = getattr(config.quantization_config, "scalar", None)
@@ -615,7 +710,9 @@ def collection_params(settings: StoreSettings, dim: int, graph: bool = True) -> 
             "on_disk_payload": settings.on_disk,
             "hnsw_config": m.HnswConfigDiff(m=settings.hnsw_m if graph else 0, ef_construct=settings.hnsw_ef_construct,
                                             on_disk=settings.on_disk),
-            "quantization_config": quantization if graph and settings.quantization == "int8" else None}
+            "quantization_config": quantization if graph and settings.quantization == "int8" else None,
+            "sparse_vectors_config": {SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF, index=m.SparseIndexParams(
+                on_disk=settings.on_disk))} if graph else None}
 
 
 class Catalog:
@@ -628,8 +725,9 @@ class Catalog:
     def next_name(self) -> str:
         raise NotImplementedError
 
-    def open(self, physical: str, dim: int | None = None) -> Store:
-        """The physical collection, created with `dim` (default: the catalog's) when new."""
+    def open(self, physical: str, dim: int | None = None, keywords: Keywords | None = None) -> Store:
+        """The physical collection, created with `dim` (default: the catalog's) when new, its
+        keyword vectors made by `keywords` (default: the catalog's)."""
         raise NotImplementedError
 
     def switch(self, physical: str) -> str:
@@ -645,8 +743,10 @@ class EdgeCatalog(Catalog):
     alias is a file naming one, replaced atomically (os.replace after fsync), so a crash
     leaves either the old name or the new one."""
 
-    def __init__(self, root: Path, collection: str, dim: int, settings: StoreSettings = StoreSettings()) -> None:
+    def __init__(self, root: Path, collection: str, dim: int, settings: StoreSettings = StoreSettings(),
+                 keywords: Keywords | None = None) -> None:
         self.root, self.collection, self.dim, self.settings = root, collection, dim, settings
+        self.keywords = keywords or Keywords()
         self.alias = root / f"{collection}.alias"
 
     def live(self) -> str:
@@ -656,8 +756,8 @@ class EdgeCatalog(Catalog):
         taken = [p.name.rpartition(".")[2] for p in self.root.glob(f"{self.collection}.*") if p.is_dir()]
         return f"{self.collection}.{max([1, *(int(t) for t in taken if t.isdigit())]) + 1}"
 
-    def open(self, physical: str, dim: int | None = None) -> Store:
-        return EdgeStore(self.root / physical, dim or self.dim, self.settings)
+    def open(self, physical: str, dim: int | None = None, keywords: Keywords | None = None) -> Store:
+        return EdgeStore(self.root / physical, dim or self.dim, self.settings, keywords or self.keywords)
 
     def switch(self, physical: str) -> str:
         old = self.live()
@@ -677,9 +777,11 @@ class ClientCatalog(Catalog):
     """A Qdrant server: physical collections `<collection>_g<N>` (and `…_pages`) behind two
     Qdrant aliases, `<collection>` and `<collection>_pages`, switched in one alias update."""
 
-    def __init__(self, client, collection: str, dim: int, settings: StoreSettings = StoreSettings()) -> None:
+    def __init__(self, client, collection: str, dim: int, settings: StoreSettings = StoreSettings(),
+                 keywords: Keywords | None = None) -> None:
         from qdrant_client import models
         self.m, self.client, self.collection, self.dim, self.settings = models, client, collection, dim, settings
+        self.keywords = keywords or Keywords()
 
     def _aliases(self) -> dict[str, str]:
         return {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
@@ -699,8 +801,9 @@ class ClientCatalog(Catalog):
         gens = [c.name.removeprefix(f"{self.collection}_g") for c in self.client.get_collections().collections]
         return f"{self.collection}_g{max([1, *(int(g) for g in gens if g.isdigit())]) + 1}"
 
-    def open(self, physical: str, dim: int | None = None) -> Store:
-        return ClientStore(self.client, physical, dim or self.dim, close_client=False, settings=self.settings)
+    def open(self, physical: str, dim: int | None = None, keywords: Keywords | None = None) -> Store:
+        return ClientStore(self.client, physical, dim or self.dim, close_client=False, settings=self.settings,
+                           keywords=keywords or self.keywords)
 
     def switch(self, physical: str) -> str:
         aliases = self._aliases()
@@ -742,7 +845,8 @@ def open_catalog(config, dim: int) -> Catalog:
     if config.qdrant_url:
         from qdrant_client import QdrantClient
         api_key = env_secret(config.qdrant_api_key_env, "[qdrant]") if config.qdrant_api_key_env else None
-        return ClientCatalog(QdrantClient(url=config.qdrant_url, api_key=api_key), config.collection, dim, config.store)
+        return ClientCatalog(QdrantClient(url=config.qdrant_url, api_key=api_key), config.collection, dim, config.store,
+                             Keywords(config.search_language))
     root = embedded_root(config.data_dir)
     root.mkdir(parents=True, exist_ok=True)
-    return EdgeCatalog(root, config.collection, dim, config.store)
+    return EdgeCatalog(root, config.collection, dim, config.store, Keywords(config.search_language))

@@ -99,7 +99,9 @@ def document(engine: Engine) -> dict[str, Any]:
             _query("source", "only this source"), _query("url_prefix", "only pages whose URL starts with this"),
             _query("modified_after", "ISO 8601; only pages modified at or after it"),
             _query("modified_before", "ISO 8601; only pages modified before it"),
-            _query("group", "page: one result per page with its best chunks", {"enum": ["page"]})],
+            _query("group", "page: one result per page with its best chunks", {"enum": ["page"]}),
+            _query("mode", "hybrid (keywords and meaning fused inside Qdrant; the default), dense (the embedding "
+                   "model only) or keyword (BM25 only)", {"enum": ["hybrid", "dense", "keyword"]})],
         "security": [{"bearer": []}, {}],
         "responses": {"200": _answer("chunks, or pages with group=page", "SearchResults"),
                       **_errors(400, 401, 429, 503)}}}

@@ -21,6 +21,7 @@ from ragsync.datalock import DataLock
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected
 from ragsync.index import ID_LISTS, SearchFilter, embedded_root
+from ragsync.search import MODES
 from ragsync.times import iso_utc
 
 DAEMON_WAIT_S = 60                  # for a daemon that holds the data_dir to answer
@@ -46,8 +47,8 @@ class Operations:
 
     def search(self, query: str, limit: int = 10, *, source: str | None = None, url_prefix: str | None = None,
                modified_after: str | None = None, modified_before: str | None = None,
-               group: str | None = None) -> list[dict[str, Any]]:
-        """The nearest chunks of live pages, best first — or with group="page" one entry per
+               group: str | None = None, mode: str | None = None) -> list[dict[str, Any]]:
+        """The best chunks of live pages, best first — or with group="page" one entry per
         page with its best chunks; a bad argument raises Rejected(400)."""
         raise NotImplementedError
 
@@ -100,10 +101,12 @@ class Local(Operations):
 
     def search(self, query: str, limit: int = 10, *, source: str | None = None, url_prefix: str | None = None,
                modified_after: str | None = None, modified_before: str | None = None,
-               group: str | None = None) -> list[dict[str, Any]]:
+               group: str | None = None, mode: str | None = None) -> list[dict[str, Any]]:
         query = query.strip()
         if group not in (None, "", "page"):
             raise Rejected(400, "'group' must be 'page' (or absent: chunks)")
+        if mode not in (None, "", *MODES):
+            raise Rejected(400, f"'mode' must be one of {', '.join(MODES)} (or absent: the configured default)")
         if not query:
             raise Rejected(400, "missing query parameter 'q'")
         if len(query) > MAX_QUERY_CHARS:
@@ -120,7 +123,7 @@ class Local(Operations):
                 except ValueError:
                     raise Rejected(400, f"'{name}' must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z") from None
         where = SearchFilter(source=source or None, url_prefix=url_prefix or None, **times)
-        return [r.as_dict() for r in self.engine.search(query, limit, where, pages=group == "page")]
+        return [r.as_dict() for r in self.engine.search(query, limit, where, pages=group == "page", mode=mode or None)]
 
     def page(self, source: str, doc_id: str) -> dict[str, Any]:
         self._sources(source)

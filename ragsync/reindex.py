@@ -24,6 +24,7 @@ from ragsync.chunk import Chunker
 from ragsync.embed import open_embedder
 from ragsync.errors import FetchError, RagsyncError, StoreError
 from ragsync.fingerprint import differences, fingerprint, short
+from ragsync.keywords import Keywords
 from ragsync.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def run(engine: Engine, source: str | None = None, drop_old: bool = False) -> Re
         raise RagsyncError(f"the settings changed ({differences(current, wanted)}): "
                            "every source must be rebuilt, so run reindex without --source")
     old_name, new_name = engine.catalog.live(), engine.catalog.next_name()
-    shadow = engine.catalog.open(new_name, embedder.dim)
+    shadow = engine.catalog.open(new_name, embedder.dim, Keywords(target.search_language))
     shadow.set_fingerprint(wanted)
     pipeline = Pipeline(shadow, embedder, Chunker(embedder.tokenizer_file, target.max_tokens), short(wanted))
     report = Report(old_name, new_name, differences(current, wanted))

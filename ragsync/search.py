@@ -1,15 +1,46 @@
-"""Search: the nearest chunks of the live version of each page, never a mix of versions
-and never a half-written page, narrowed inside Qdrant by what a search team filters on —
-as chunks, or as pages (`group=page`: one entry per page with its best chunks)."""
+"""Search: the best chunks of the live version of each page, never a mix of versions and
+never a half-written page, narrowed inside Qdrant by what a search team filters on — as
+chunks, or as pages (`group=page`: one entry per page with its best chunks).
+
+Three modes (`mode=`): `dense` (the embedding model's nearest neighbours), `keyword` (BM25 on
+Qdrant's sparse vectors) and `hybrid`, both fused inside Qdrant by weighted reciprocal rank.
+The weights follow the query (`weights`): what looks like an identifier, a code or a short
+name leans on keywords, a long question leans on meaning. Chosen by scripts/bench-search."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ragsync.index import Hit, SearchFilter, Store
 
 CHUNKS_PER_PAGE = 3                  # a page entry's best chunks
+MODES = ("hybrid", "dense", "keyword")
+CODE_LIKE = re.compile(r"[_:./()#<>\[\]{}=-]|\d|[a-z][A-Z]")    # unwrap_or_else, E0502, --locked, HashMap
+# (dense, keyword) weights of the fusion, by the kind of query (scripts/bench-search measured them)
+IDENTIFIER_WEIGHTS = (1.0, 3.0)
+SHORT_WEIGHTS = (1.0, 1.5)
+QUESTION_WEIGHTS = (1.5, 1.0)
+SHORT_WORDS = 3
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one search asks the store: a dense vector, a keyword text, or both with weights."""
+    vector: list[float] | None
+    text: str | None = None
+    weights: tuple[float, float] = (1.0, 1.0)
+
+
+def weights(query: str) -> tuple[float, float]:
+    """(dense, keyword) weights for a hybrid query: an identifier or code anywhere in it leans
+    on keywords (dense models blur `or_insert` into `insert`); a short query (names, SKUs,
+    terms) leans a little on keywords; a longer question leans on meaning."""
+    words = query.split()
+    if any(CODE_LIKE.search(w) for w in words):
+        return IDENTIFIER_WEIGHTS
+    return SHORT_WEIGHTS if len(words) <= SHORT_WORDS else QUESTION_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -64,11 +95,11 @@ def _result(hit: Hit) -> SearchResult:
     return SearchResult(hit.id, hit.score, hit.payload.get("page_content", ""), hit.payload["metadata"])
 
 
-def nearest(store: Store, vector: list[float], limit: int, where: SearchFilter) -> list[SearchResult]:
-    """Nearest visible chunks; over-fetches to make up for hidden points."""
+def nearest(store: Store, probe: Probe, limit: int, where: SearchFilter) -> list[SearchResult]:
+    """Best visible chunks; over-fetches to make up for hidden points."""
     fetch = limit * 2 + 8
     while True:
-        hits = store.search(vector, fetch, where)
+        hits = store.search(probe.vector, fetch, where, text=probe.text, weights=probe.weights)
         visible = _visible(store, hits)
         results = [_result(h) for h in hits if h.id in visible]
         if len(results) >= limit or len(hits) < fetch or fetch >= limit * 32:
@@ -76,12 +107,13 @@ def nearest(store: Store, vector: list[float], limit: int, where: SearchFilter) 
         fetch *= 4
 
 
-def nearest_pages(store: Store, vector: list[float], limit: int, where: SearchFilter) -> list[PageResult]:
-    """Nearest pages, each once, by Qdrant's grouping on the page URL; a page whose hits are
+def nearest_pages(store: Store, probe: Probe, limit: int, where: SearchFilter) -> list[PageResult]:
+    """Best pages, each once, by Qdrant's grouping on the page URL; a page whose hits are
     all outside its live version is skipped (and more groups asked for)."""
     groups = limit + 2
     while True:
-        found = store.search_groups(vector, groups, CHUNKS_PER_PAGE, where)
+        found = store.search_groups(probe.vector, groups, CHUNKS_PER_PAGE, where, text=probe.text,
+                                    weights=probe.weights)
         visible = _visible(store, [h for group in found for h in group])
         pages = [PageResult([_result(h) for h in group if h.id in visible]) for group in found]
         pages = [p for p in pages if p.chunks]

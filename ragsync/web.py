@@ -166,7 +166,8 @@ def query():
     except ValueError:
         return jsonify(error="'limit' must be an integer"), 400
     q = request.args.get("q", "")
-    filters = {k: request.args.get(k) for k in ("source", "url_prefix", "modified_after", "modified_before", "group")}
+    filters = {k: request.args.get(k) for k in ("source", "url_prefix", "modified_after", "modified_before", "group",
+                                                "mode")}
     results = _ops().search(q, limit, **filters)
     return jsonify(query=q.strip(), **({"group": "page"} if filters["group"] == "page" else {}), results=results)
 
