@@ -19,7 +19,19 @@ from ragsync.errors import ConfigError
 SPARSE = "bm25"                                   # the sparse vector's name in the collection
 VERSION = 1                                       # what goes into the sparse text, for the fingerprint
 CJK = {"japanese": qe.Language.Japanese, "chinese": qe.Language.Chinese}
-SNOWBALL = {name.lower() for name in dir(qe.SnowballLanguage) if not name.startswith("_")}   # stemmed
+def _stemmed() -> set[str]:
+    """The Snowball languages Qdrant's Bm25 takes by name (stemmer and stopwords)."""
+    names = set()
+    for name in (n.lower() for n in dir(qe.SnowballLanguage) if not n.startswith("_")):
+        try:
+            qe.Bm25(qe.Bm25Config(language=name))
+            names.add(name)
+        except ValueError:                            # a stemmer without a stopword list
+            pass
+    return names
+
+
+SNOWBALL = _stemmed()
 LANGUAGES = sorted({*SNOWBALL, *CJK, "multilingual"})
 
 
