@@ -217,7 +217,8 @@ class Engine:
         elif mode == "dense":
             probe = Probe(self.embedder.embed_query(query))
         else:
-            probe = Probe(self.embedder.embed_query(query), query, weights(query))
+            vector, fused = self.embedder.embed_query(query), weights(query, self.config.search_language)
+            probe = Probe(vector, query, fused) if fused else Probe(vector)
         return self.search_probe(probe, limit, where, pages)
 
     def search_vector(self, vector: list[float], limit: int = 10, where: SearchFilter = SearchFilter(),

@@ -4,8 +4,10 @@ chunks, or as pages (`group=page`: one entry per page with its best chunks).
 
 Three modes (`mode=`): `dense` (the embedding model's nearest neighbours), `keyword` (BM25 on
 Qdrant's sparse vectors) and `hybrid`, both fused inside Qdrant by weighted reciprocal rank.
-The weights follow the query (`weights`): what looks like an identifier, a code or a short
-name leans on keywords, a long question leans on meaning. Chosen by scripts/bench-search."""
+The weights follow the query and the site's language (`weights`), as scripts/bench-search
+measured: an identifier or code, or any query on a site whose language the packaged English
+model does not read, leans on keywords; a short English query weighs both alike; a longer
+English question is the model's (keywords only lowered its MRR@10 there)."""
 
 from __future__ import annotations
 
@@ -18,10 +20,9 @@ from ragsync.index import Hit, SearchFilter, Store
 CHUNKS_PER_PAGE = 3                  # a page entry's best chunks
 MODES = ("hybrid", "dense", "keyword")
 CODE_LIKE = re.compile(r"[_:./()#<>\[\]{}=-]|\d|[a-z][A-Z]")    # unwrap_or_else, E0502, --locked, HashMap
-# (dense, keyword) weights of the fusion, by the kind of query (scripts/bench-search measured them)
-IDENTIFIER_WEIGHTS = (1.0, 3.0)
-SHORT_WEIGHTS = (1.0, 1.5)
-QUESTION_WEIGHTS = (1.5, 1.0)
+# (dense, keyword) weights of Qdrant's weighted RRF (k=2: a weight divides that side's ranks)
+KEYWORD_LEANING = (1.0, 5.0)
+EVEN = (1.0, 1.0)
 SHORT_WORDS = 3
 
 
@@ -33,14 +34,15 @@ class Probe:
     weights: tuple[float, float] = (1.0, 1.0)
 
 
-def weights(query: str) -> tuple[float, float]:
-    """(dense, keyword) weights for a hybrid query: an identifier or code anywhere in it leans
-    on keywords (dense models blur `or_insert` into `insert`); a short query (names, SKUs,
-    terms) leans a little on keywords; a longer question leans on meaning."""
+def weights(query: str, language: str = "english") -> tuple[float, float] | None:
+    """(dense, keyword) weights for a hybrid query, or None for the dense ranking alone: an
+    identifier or code anywhere in it (dense models blur `or_insert` into `insert`), or a site
+    in another language than the packaged model's, leans on keywords; a short English query
+    weighs both alike; a longer English question is left to the model."""
     words = query.split()
-    if any(CODE_LIKE.search(w) for w in words):
-        return IDENTIFIER_WEIGHTS
-    return SHORT_WEIGHTS if len(words) <= SHORT_WORDS else QUESTION_WEIGHTS
+    if language != "english" or any(CODE_LIKE.search(w) for w in words):
+        return KEYWORD_LEANING
+    return EVEN if len(words) <= SHORT_WORDS else None
 
 
 @dataclass(frozen=True)

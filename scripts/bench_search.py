@@ -13,8 +13,9 @@ Query sets, all offline:
 - de, es, fr, ja, zh-cn: Debian Reference sections in each language (Debian's translated
   package), the section heading as the query and the section without its heading as the page.
 
-Modes: dense (MiniLM), keyword (BM25 on Qdrant's sparse vectors), RRF (equal weights, k=60),
-and hybrid (ragsync's default: RRF weighted by the query's kind, search.weights). Cost: indexing
+Modes: dense (MiniLM), keyword (BM25 on Qdrant's sparse vectors), RRF (equal weights, k=2),
+and hybrid (ragsync's default: RRF weighted by the query's kind and the site's language,
+search.weights). Cost: indexing
 time per mode is not separable (one pass writes both vectors), so a dense-only build of the
 same pages is timed beside it; query p50/p99 per mode; sparse bytes per point.
 """
@@ -148,13 +149,14 @@ def build(folder: Path, docs: dict[str, tuple[str, str]], language: str, dense_o
 
 
 def evaluate(engine, queries: list[tuple[str, set[str]]]) -> dict[str, dict[str, float]]:
+    language = engine.config.search_language
     from ragsync.index import SearchFilter
     from ragsync.search import Probe, weights
     out = {}
     vectors = {q: engine.embedder.embed_query(q) for q, _ in queries}
     probes = {"dense": lambda q: Probe(vectors[q]), "keyword": lambda q: Probe(None, q),
               "rrf": lambda q: Probe(vectors[q], q, (1.0, 1.0)),
-              "hybrid": lambda q: Probe(vectors[q], q, weights(q))}
+              "hybrid": lambda q: Probe(vectors[q], q, fused) if (fused := weights(q, language)) else Probe(vectors[q])}
     for mode, probe in probes.items():
         hits, rr, times = 0, 0.0, []
         for q, answers in queries:

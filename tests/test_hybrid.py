@@ -185,3 +185,23 @@ def test_every_configured_language_makes_keyword_vectors():
     from ragsync.keywords import LANGUAGES
     for language in LANGUAGES:
         assert Keywords(language).query("debian kernel 日本語").indices, language
+
+
+def test_both_engines_rank_a_small_corpus_the_same_way_by_keywords(tmp_path, embedder, wp):
+    """One BM25 model makes the sparse vectors for both; with Qdrant's IDF on each side the
+    keyword rankings agree."""
+    pages = dict(list(corpus().items())[:25])
+    cfg = config_mod.load(write_config(tmp_path, wp_source(wp)))
+    embedded = Engine(cfg, embedder=embedder)
+    client = Engine(cfg, embedder=embedder, store=ClientStore(QdrantClient(path=str(tmp_path / "local")), "ragsync",
+                                                              embedder.dim))
+    try:
+        for eng in (embedded, client):
+            index(eng, pages)
+        for query in ("cargo-platform", "build script", "lock file", "registry token", "dependency features"):
+            assert ranked(embedded, query, "keyword")[0] == ranked(client, query, "keyword")[0], query
+            scores = [[round(h.score, 3) for h in eng.store.search(None, 20, text=query)] for eng in (embedded, client)]
+            assert scores[0] == scores[1], query            # the same BM25 scores in the same order (ties may swap)
+    finally:
+        embedded.close()
+        client.close()
