@@ -167,6 +167,11 @@ drop table reconciles;
 """
 
 
+def _wanted(keys: Iterable[Key] | None) -> set[Key]:
+    """The named keys, read once (an iterator is consumed here, not per parked key)."""
+    return set() if keys is None else {tuple(k) for k in keys}
+
+
 class SqlitePending(Pending):
     """`state.db` in data_dir. One process owns the embedded store, so at start every record
     is that process's to recover."""
@@ -291,9 +296,10 @@ class SqlitePending(Pending):
         return [Parked(*r) for r in rows]
 
     def take_dead(self, keys):
+        wanted = _wanted(keys)
         with self._tx() as db:
             parked = [tuple(r) for r in db.execute("select source, doc_id from dead").fetchall()]
-            chosen = parked if keys is None else [k for k in parked if k in {tuple(k) for k in keys}]
+            chosen = parked if keys is None else [k for k in parked if k in wanted]
             db.executemany("delete from dead where source=? and doc_id=?", chosen)
         return chosen
 
@@ -477,8 +483,9 @@ class RedisPending(Pending):
         return sorted(rows, key=lambda p: p.failed_at)
 
     def take_dead(self, keys):
+        wanted = _wanted(keys)
         parked = [tuple(k.split(_SEP, 1)) for k in self.r.hkeys(self.dead_key)]
-        chosen = parked if keys is None else [k for k in parked if k in {tuple(k) for k in keys}]
+        chosen = parked if keys is None else [k for k in parked if k in wanted]
         if chosen:
             self.r.hdel(self.dead_key, *[_SEP.join(k) for k in chosen])
         return chosen

@@ -139,3 +139,12 @@ def test_undoing_a_delivery_keeps_the_retry_it_moved(record):
     record.add(("blog", "8"))
     record.forget(("blog", "8"))                       # a brand-new key is simply undone
     assert [r.doc_id for r in record.rows()] == ["7"]
+
+
+def test_take_dead_reads_the_named_keys_once(record):
+    for doc in ("1", "2", "3"):
+        record.add(("blog", doc))
+        record.fail(("blog", doc), "gone wrong", False, 1)
+    chosen = record.take_dead(iter([("blog", "1"), ("blog", "3")]))     # an iterator, as a generator gives
+    assert sorted(chosen) == [("blog", "1"), ("blog", "3")]
+    assert [(p.source, p.doc_id) for p in record.dead()] == [("blog", "2")]
