@@ -66,19 +66,15 @@ class Pipeline:
             return Outcome("stale")
         desired = _identify(source, page.doc_id, self.chunker.chunk(extract(page.html)))
         existing = self.store.doc_chunks(source, page.doc_id)
-        new_ids = [pid for pid in desired if pid not in existing]
+        change = diff(existing, desired, page)
+        new_ids = change.new
         vectors = self.embedder.embed([desired[pid][1].embed_text for pid in new_ids])
         now = utcnow()
         self.store.upsert_chunks([(pid, vec, _payload(source, page, *desired[pid], indexed_at=now,
                                                        fingerprint=self.fingerprint))
                                   for pid, vec in zip(new_ids, vectors)])
-        for pid, (index, _) in desired.items():                  # metadata-only changes: no embedding
-            if pid in existing:
-                want = {"title": page.title, "url": page.url, "modified": page.modified, "chunk_index": index}
-                have = existing[pid].get("metadata", {})
-                changed = {k: v for k, v in want.items() if have.get(k) != v}
-                if changed:
-                    self.store.set_metadata([pid], changed)
+        for pid, changed in change.metadata.items():              # metadata-only changes: no embedding
+            self.store.set_metadata([pid], changed)
 
         live_before = current.live_ids if current and current.state == "live" else []
         previous = live_before if live_before != list(desired) else (current.previous_ids if current else [])
@@ -88,9 +84,8 @@ class Pipeline:
         if switched:
             self.store.put_page(record)                          # the switch: one write
         # then visible to a raw Qdrant reader's filter too (a failed pass's points included)
-        self.store.set_metadata(new_ids + [pid for pid in existing if pid in desired
-                                           and existing[pid].get("metadata", {}).get("live") is False], {"live": True})
-        stale = [pid for pid in existing if pid not in desired]
+        self.store.set_metadata(new_ids + change.revived, {"live": True})
+        stale = change.stale
         self.store.delete_chunks(stale)
         if current and current.state == "live" and not new_ids and not stale and not switched:
             return Outcome("unchanged", reused=len(desired))
@@ -111,6 +106,32 @@ class Pipeline:
             return Outcome("absent")
         log.info("tombstoned %s/%s (%s): %d point(s)", source, doc_id, reason, len(existing))
         return Outcome("tombstoned", deleted=len(existing))
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What a pass must write to turn the points a page has into the points it should have."""
+    new: list[str]                                  # to embed and write, in page order
+    metadata: dict[str, dict[str, Any]]             # kept points whose metadata changed: only that
+    revived: list[str]                              # kept points a failed pass left marked not live
+    stale: list[str]                                # to delete
+
+
+def diff(existing: dict[str, dict[str, Any]], desired: dict[str, tuple[int, Chunk]], page: Page) -> Diff:
+    """Pure: `existing` (point id → payload, what Qdrant holds) against `desired` (point id →
+    (chunk_index, chunk), what the page should be). A point id is its content, so an equal
+    chunk anywhere in the page is kept and only its metadata (index, title, …) may change."""
+    metadata = {}
+    for pid, (index, _) in desired.items():
+        if pid in existing:
+            want = {"title": page.title, "url": page.url, "modified": page.modified, "chunk_index": index}
+            have = existing[pid].get("metadata", {})
+            if changed := {k: v for k, v in want.items() if have.get(k) != v}:
+                metadata[pid] = changed
+    return Diff(new=[pid for pid in desired if pid not in existing], metadata=metadata,
+                revived=[pid for pid in existing if pid in desired
+                         and existing[pid].get("metadata", {}).get("live") is False],
+                stale=[pid for pid in existing if pid not in desired])
 
 
 def _identify(source: str, doc_id: str, chunks: list[Chunk]) -> dict[str, tuple[int, Chunk]]:
