@@ -121,7 +121,7 @@ def check(cfg: Config, source: str | None, as_json: bool) -> None:
 @click.option("--modified-after", help="only pages modified at or after this ISO 8601 time")
 @click.option("--modified-before", help="only pages modified before this ISO 8601 time")
 @click.option("--group", type=click.Choice(["page"]), help="one result per page, with its best chunks")
-@click.option("--mode", type=click.Choice(["hybrid", "dense", "keyword"]),
+@click.option("--mode", type=click.Choice(config_mod.MODES),
               help="keyword + meaning fused (hybrid), the embedding model only (dense), BM25 only (keyword); "
                    "default: [search] mode, hybrid")
 @click.option("--json", "as_json", is_flag=True, help="JSON output")

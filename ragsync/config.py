@@ -19,7 +19,7 @@ from ragsync.keywords import check_language
 from ragsync.source import SourceConfig, env_secret, strong_token
 
 _TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "reconcile", "embedding", "search", "sources"}
-MODES = ("hybrid", "dense", "keyword")
+MODES = ("hybrid", "dense", "keyword")      # search modes (search.py), the first the default
 PROVIDERS = ("local", "openai")
 BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
 DEFAULT_BACKEND = "onnx-int8"           # measured: scripts/bench-embed, README "Embedding"

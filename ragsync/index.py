@@ -104,6 +104,8 @@ class Store:
     Every public method of an implementation raises StoreError, whatever the client threw,
     so the queue can tell "Qdrant is down, retry" from a bug."""
 
+    sparse = True                              # the collection has keyword vectors (one built before them has not)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for name, fn in list(vars(cls).items()):
@@ -119,15 +121,15 @@ class Store:
         with self._count_lock:
             self.writes += 1
 
-    sparse = True                              # the collection has keyword vectors
-
     def _keyword_query(self, text: str | None):
-        """The sparse query for `text`, or None; an index without keyword vectors refuses."""
+        """The sparse query for `text`; None without text or when it has no terms (only
+        stopwords: nothing to match). An index without keyword vectors refuses."""
         if text is None:
             return None
         if not self.sparse:
             raise StoreError("this index has no keyword vectors (built before them): run `ragsync reindex`")
-        return self.keywords.query(text)
+        sparse = self.keywords.query(text)
+        return sparse if sparse.indices else None
 
     # chunks
     def doc_chunks(self, source: str, doc_id: str) -> dict[str, dict[str, Any]]:
@@ -415,10 +417,8 @@ class EdgeStore(Store):
         params = qe.SearchParams(exact=True) if exact else self.params
         flt = self._filter(None, where)
         sparse = self._keyword_query(text)
-        if sparse is not None and not sparse.indices:            # only stopwords: nothing to match
-            if vector is None:
-                return []
-            sparse = None
+        if vector is None and sparse is None:
+            return []
         dense = qe.Query.Nearest(vector) if vector is not None else None
         keyword = qe.Query.Nearest(sparse, using=SPARSE) if sparse is not None else None
         if dense is not None and keyword is not None:
@@ -591,10 +591,8 @@ class ClientStore(Store):
         params = m.SearchParams(exact=True) if exact and self._server else self.search_params
         flt = self._filter(None, where)
         sparse = self._keyword_query(text)
-        if sparse is not None and not sparse.indices:
-            if vector is None:
-                return None
-            sparse = None
+        if vector is None and sparse is None:
+            return None
         if vector is not None and sparse is not None:
             fetch = _prefetch(limit)
             return {"prefetch": [m.Prefetch(query=vector, limit=fetch, filter=flt, params=params),

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ragsync import __version__
+from ragsync.config import MODES
 from ragsync.engine import Engine
 
 JSON = "application/json"
@@ -101,7 +102,7 @@ def document(engine: Engine) -> dict[str, Any]:
             _query("modified_before", "ISO 8601; only pages modified before it"),
             _query("group", "page: one result per page with its best chunks", {"enum": ["page"]}),
             _query("mode", "hybrid (keywords and meaning fused inside Qdrant; the default), dense (the embedding "
-                   "model only) or keyword (BM25 only)", {"enum": ["hybrid", "dense", "keyword"]})],
+                   "model only) or keyword (BM25 only)", {"enum": list(MODES)})],
         "security": [{"bearer": []}, {}],
         "responses": {"200": _answer("chunks, or pages with group=page", "SearchResults"),
                       **_errors(400, 401, 429, 503)}}}

@@ -16,12 +16,11 @@ from urllib.parse import quote
 import httpx
 
 from ragsync import reconcile, reindex
-from ragsync.config import Config
+from ragsync.config import MODES, Config
 from ragsync.datalock import DataLock
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected
 from ragsync.index import ID_LISTS, SearchFilter, embedded_root
-from ragsync.search import MODES
 from ragsync.times import iso_utc
 
 DAEMON_WAIT_S = 60                  # for a daemon that holds the data_dir to answer

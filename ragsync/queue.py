@@ -13,7 +13,6 @@ import logging
 import random
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any

@@ -18,7 +18,6 @@ from typing import Any
 from ragsync.index import Hit, SearchFilter, Store
 
 CHUNKS_PER_PAGE = 3                  # a page entry's best chunks
-MODES = ("hybrid", "dense", "keyword")
 CODE_LIKE = re.compile(r"[_:./()#<>\[\]{}=-]|\d|[a-z][A-Z]")    # unwrap_or_else, E0502, --locked, HashMap
 # (dense, keyword) weights of Qdrant's weighted RRF (k=2: a weight divides that side's ranks)
 KEYWORD_LEANING = (1.0, 5.0)

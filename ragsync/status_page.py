@@ -72,7 +72,8 @@ def _csrf() -> str:
 
 def _require_admin_post() -> None:
     """Every action: an admin session and the page's own CSRF token (SameSite cookies too)."""
-    if not _is_admin() or not _csrf() or not same(request.form.get("csrf", ""), _csrf()):
+    csrf = _csrf()
+    if not _is_admin() or not csrf or not same(request.form.get("csrf", ""), csrf):
         raise Rejected(403, "not allowed: log in on the status page first (admin token)")
 
 

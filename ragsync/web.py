@@ -12,10 +12,10 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from connectors.base import Delivery
+from ragsync.door import RateLimiter, bearer, charge_search, client, host_allowed, same
 from ragsync.embed import EmbedderUnavailable
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected, StoreError
-from ragsync.door import RateLimiter, bearer, charge_search, client, host_allowed, same
 from ragsync.operations import Local
 from ragsync.status_page import status_page
 
@@ -156,7 +156,6 @@ def require_search_token():
         return jsonify(error="bad or missing search API key (Authorization: Bearer ...)"), 401
     charge_search(config)
     return None
-
 
 
 @search.get("/search")
