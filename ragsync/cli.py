@@ -150,6 +150,15 @@ def search(cfg: Config, query: str, source: str | None, limit: int, url_prefix: 
 
 
 @cli.command()
+@_config_option
+def mcp(cfg: Config) -> None:
+    """Serve the MCP tools (search, get_page, list_sources, index_status) over stdio, for a
+    desktop agent: answered by the running daemon, or from the store when none runs."""
+    from ragsync.mcp import stdio
+    stdio(cfg)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON output")
 @_config_option
 def status(cfg: Config, as_json: bool) -> None:

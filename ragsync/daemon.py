@@ -24,6 +24,7 @@ from ragsync.datalock import DataLock
 from ragsync.embed import Embedder
 from ragsync.engine import Engine
 from ragsync.errors import ConfigError, RagsyncError
+from ragsync.mcp import Bridge
 from ragsync.operations import healthz
 from ragsync.poller import Poller
 from ragsync.web import create_app
@@ -71,6 +72,7 @@ class Daemon:
         self.engine: Engine | None = None
         self.poller: Poller | None = None
         self.server: wsgi.Server | None = None
+        self.mcp: Bridge | None = None
         self.url: str | None = None
         self._lock: DataLock | None = None
         self._stopped = threading.Event()
@@ -91,6 +93,7 @@ class Daemon:
             self._check(engine)
             if self.port is not None:
                 app = create_app(engine, worker=not self.role.http)
+                self.mcp = app.extensions.get("ragsync.mcp")
                 self.server = http_server(app, self.host, self.port, self.http_threads)
                 self.url = f"http://{self.host}:{self.server.bind_addr[1]}"
             engine.embedder.load()                   # load (or reach) it before taking traffic: /readyz is honest
@@ -118,9 +121,9 @@ class Daemon:
     def stop(self) -> None:
         """Stop taking requests, finish the passes in flight, close the store, release the data_dir."""
         self._stopped.set()
-        parts = (self.server and self.server.stop, self.poller and self.poller.stop,
+        parts = (self.server and self.server.stop, self.mcp and self.mcp.close, self.poller and self.poller.stop,
                  self.engine and self.engine.close, self._lock and self._lock.release)
-        self.server, self.poller, self.engine, self._lock = None, None, None, None
+        self.server, self.mcp, self.poller, self.engine, self._lock = None, None, None, None, None
         for close in parts:                          # in this order
             if close:
                 close()

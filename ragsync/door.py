@@ -10,6 +10,7 @@ import threading
 import time
 from collections import OrderedDict
 from ipaddress import IPv6Address, IPv6Network
+from urllib.parse import urlsplit
 
 from flask import current_app, request
 
@@ -64,10 +65,31 @@ def host_allowed(config: Config) -> bool:
     """A browser page on another site can rebind its own name to 127.0.0.1 and read what this
     port answers; it cannot make the Host header say anything but its own name. So: an IP
     literal, localhost, or a name in `[server] allowed_hosts`."""
-    host = request.host.lower()
-    name = host[1:host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+    name = _host_name()
     return (parse_address(name) is not None or name in LOCAL_NAMES or name in config.allowed_hosts
             or "*" in config.allowed_hosts)
+
+
+def origin_allowed(config: Config) -> bool:
+    """A browser page may call us only from our own origin, this machine or a name in `[server]
+    allowed_hosts` (a page served from some IP address may not); agents and scripts send no
+    Origin."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    try:
+        name = (urlsplit(origin).hostname or "").lower()
+    except ValueError:
+        return False
+    address = parse_address(name)
+    return (name == _host_name() or name in LOCAL_NAMES or (address is not None and address.is_loopback)
+            or name in config.allowed_hosts or "*" in config.allowed_hosts)
+
+
+def _host_name() -> str:
+    """The Host header's name, without port or IPv6 brackets."""
+    host = request.host.lower()
+    return host[1:host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
 
 
 class RateLimiter:

@@ -40,6 +40,8 @@ class EmbedderUnavailable(Waiting):
     """The embedding server did not answer usefully after a few tries: the pass waits in the
     queue (retried with backoff, never parked), like a Qdrant outage."""
 
+    public = "the embedding server is unavailable, retry later"
+
 
 class Embedder:
     """Base class. `dim` and `identity` may cost a model load or a server request, once."""

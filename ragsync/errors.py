@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 class RagsyncError(Exception):
-    """Base: the message is the whole story, printed as one line."""
+    """Base: the message is the whole story, printed as one line. `public` is what a caller
+    without the admin token is told instead (Qdrant's own text, paths and URLs stay in the log)."""
+
+    public = "temporarily unavailable, retry later"
 
 
 class ConfigError(RagsyncError):
@@ -33,6 +36,8 @@ class FetchError(RagsyncError):
 
 class StoreError(RagsyncError):
     """Qdrant refused or could not be reached; always transient from the queue's view."""
+
+    public = "the index is unavailable, retry later"
 
 
 class Waiting(RagsyncError):

@@ -10,7 +10,7 @@ import sys
 from datetime import datetime, timezone
 
 FIELDS = ("source", "doc_id", "event_id", "outcome")
-NOISY = ("huey", "werkzeug", "httpx", "cheroot", "sentence_transformers", "transformers")
+NOISY = ("huey", "werkzeug", "httpx", "cheroot", "sentence_transformers", "transformers", "mcp")
 
 
 class JsonFormatter(logging.Formatter):

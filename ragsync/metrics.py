@@ -54,6 +54,7 @@ class Metrics:
         self.changes: Tally[str] = Tally()           # passes that changed the index, per source
         self.caught_here: Tally[str] = Tally()       # of those, the ones reconcile queued
         self.webhook_at: dict[str, float] = {}       # source → when its last delivery was accepted
+        self.changed_at: dict[str, float] = {}       # source → when a pass last changed the index
         self.recent: deque[tuple[float, str, float]] = deque(maxlen=RECENT)   # (when, source, freshness s)
 
     def bind(self, engine: Engine) -> None:
@@ -78,10 +79,15 @@ class Metrics:
                 hours[min(23, int((at - now + 86400) // 3600))].append(seconds)
         return hours
 
+    def freshness_last_hour(self, source: str, now: float) -> tuple[float, float] | None:
+        """p50 and p95 of CMS change → searchable over the last hour (None: no change)."""
+        return quantiles(self.freshness_by_hour(source, now)[-1])
+
     def pass_done(self, source: str, outcome: str) -> None:
         self.passes.labels(source, outcome).inc()
         if outcome in CHANGED:
             self.changes[source] += 1
+            self.changed_at[source] = time.time()
 
     def reconciled(self, source: str, caught: int) -> None:
         self.caught.labels(source).inc(caught)
@@ -101,6 +107,15 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def quantiles(values: list[float]) -> tuple[float, float] | None:
+    """p50 and p95, or None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return pick(0.5), pick(0.95)
 
 
 SNAPSHOT_AGE_S = 1.0                   # a scrape (or a status page) reuses a snapshot this young

@@ -1,6 +1,7 @@
-"""The operations that both the `ragsync` commands and the admin API offer, written once:
-status, export, search, reconcile, reindex and the dead-letter queue. Each returns
-JSON-ready data. `Local` runs them on an engine in this process (the daemon's admin views
+"""The operations that the `ragsync` commands, the HTTP API and the MCP tools offer, written
+once: for readers (search token) search, a page's text, the sources and the index's health;
+for operators (admin token) status, export, reconcile, reindex and the dead-letter queue.
+Each returns JSON-ready data. `Local` runs them on an engine in this process (the daemon's admin views
 and a command run while no daemon is); `Remote` asks a running daemon for the same over
 HTTP. `connect()` chooses between them once per command."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import quote
@@ -18,10 +19,12 @@ import httpx
 from ragsync import reconcile, reindex
 from ragsync.config import MODES, Config
 from ragsync.datalock import DataLock
+from ragsync.embed import Embedder
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected
 from ragsync.index import ID_LISTS, SearchFilter, embedded_root
-from ragsync.times import iso_utc
+from ragsync.metrics import SNAPSHOT_AGE_S
+from ragsync.times import iso_utc, utcnow
 
 DAEMON_WAIT_S = 60                  # for a daemon that holds the data_dir to answer
 MAX_QUERY_CHARS = 1000              # the model reads 256 word pieces; more is only cost
@@ -49,6 +52,21 @@ class Operations:
                group: str | None = None, mode: str | None = None) -> list[dict[str, Any]]:
         """The best chunks of live pages, best first — or with group="page" one entry per
         page with its best chunks; a bad argument raises Rejected(400)."""
+        raise NotImplementedError
+
+    def document(self, source: str, doc_id: str) -> dict[str, Any]:
+        """A live page as indexed, for a reader after a search hit: title, url, CMS modified time,
+        when it was indexed, and its sections (heading path, text) in page order."""
+        raise NotImplementedError
+
+    def sources(self) -> list[dict[str, Any]]:
+        """Each source: its CMS type, live pages, the last webhook and change seen (ISO 8601 or
+        None), and CMS change → searchable p50/p95 seconds over the last hour (None: no change)."""
+        raise NotImplementedError
+
+    def index_status(self) -> dict[str, Any]:
+        """How far to trust an answer now: pending keys and the oldest one's age, the DLQ, held
+        deletions, the embedder and the collection."""
         raise NotImplementedError
 
     def page(self, source: str, doc_id: str) -> dict[str, Any]:
@@ -124,6 +142,40 @@ class Local(Operations):
         where = SearchFilter(source=source or None, url_prefix=url_prefix or None, **times)
         return [r.as_dict() for r in self.engine.search(query, limit, where, pages=group == "page", mode=mode or None)]
 
+    def document(self, source: str, doc_id: str) -> dict[str, Any]:
+        self._sources(source)
+        store = self.engine.store
+        record = store.page(source, doc_id)
+        if record is None or record.state != "live":
+            raise Rejected(404, f"no live page {doc_id!r} in source {source!r}")
+        points = store.doc_chunks(source, doc_id)
+        chunks = sorted((points[i] for i in record.live_ids if i in points), key=lambda p: p["metadata"]["chunk_index"])
+        return {"source": source, "doc_id": doc_id, "title": record.title, "url": record.url,
+                "modified": record.modified, "indexed_at": record.indexed_at,
+                "sections": [{"heading_path": c["metadata"].get("heading_path") or [], "text": c["page_content"]}
+                             for c in chunks]}
+
+    def sources(self) -> list[dict[str, Any]]:
+        snap, metrics, now = self.engine.snapshot(SNAPSHOT_AGE_S), self.engine.metrics, time.time()
+        out = []
+        for name, state in snap.sources.items():
+            hour = metrics.freshness_last_hour(name, now)
+            out.append({"source": name, "type": self.engine.config.sources[name].type, "pages_live": state.pages_live,
+                        "last_webhook": _when(metrics.webhook_at.get(name)),
+                        "last_change": _when(metrics.changed_at.get(name)),
+                        "freshness_p50_s": hour and round(hour[0], 3), "freshness_p95_s": hour and round(hour[1], 3)})
+        return out
+
+    def index_status(self) -> dict[str, Any]:
+        snap, embedder = self.engine.snapshot(SNAPSHOT_AGE_S), self.engine.embedder
+        problem = embedder.ready()
+        return {"pending": snap.pending, "oldest_pending_s": snap.oldest_pending_s, "dead": snap.dead,
+                "deletions_held": sum(s.deletions_held for s in snap.sources.values()), "points": snap.points,
+                "embedder": {"provider": embedder.provider, "model": embedder.identity.get("model"),
+                             "ready": problem is None, "problem": problem},
+                "collection": {k: snap.collection[k] for k in ("name", "physical", "config_matches")},
+                "as_of": utcnow()}
+
     def page(self, source: str, doc_id: str) -> dict[str, Any]:
         self._sources(source)
         store = self.engine.store
@@ -183,11 +235,17 @@ class Remote(Operations):
             yield from resp.iter_lines()
 
     def search(self, query: str, limit: int = 10, **filters: str | None) -> list[dict[str, Any]]:
-        token = self.config.search_token()
         params = {"q": query, "limit": limit, **{k: v for k, v in filters.items() if v}}
-        resp = self.http.get("/search", params=params, headers={"authorization": f"Bearer {token}"} if token else None)
-        _check(resp)
-        return resp.json()["results"]
+        return self._read("/search", params=params)["results"]
+
+    def document(self, source: str, doc_id: str) -> dict[str, Any]:
+        return self._read(f"/pages/{quote(source, safe='')}/{quote(doc_id, safe='')}")
+
+    def sources(self) -> list[dict[str, Any]]:
+        return self._read("/sources")["sources"]
+
+    def index_status(self) -> dict[str, Any]:
+        return self._read("/index/status")
 
     def page(self, source: str, doc_id: str) -> dict[str, Any]:
         return self._call("GET", f"/admin/pages/{quote(source, safe='')}/{quote(doc_id, safe='')}")
@@ -217,29 +275,37 @@ class Remote(Operations):
             raise RagsyncError(f"the daemon at {self.daemon} is running; set {self.config.admin_token_env} to talk to it")
         return {"authorization": f"Bearer {token}"}
 
+    def _read(self, path: str, **kwargs: Any) -> Any:
+        """A reader's call: the search token when one is set."""
+        token = self.config.search_token()
+        resp = self.http.get(path, headers={"authorization": f"Bearer {token}"} if token else None, **kwargs)
+        _check(resp)
+        return resp.json()
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = self.http.request(method, path, headers=self._admin(), **kwargs)
         _check(resp)
         return resp.json()
 
 
-def connect(config: Config, read_only: bool = False) -> Operations:
+def connect(config: Config, read_only: bool = False, embedder: Callable[[], Embedder] | None = None) -> Operations:
     """The daemon that owns this data_dir, over HTTP, when one runs; else the store opened in
     this process. Embedded, this command then holds the data_dir's lock until it closes, so a
     daemon that starts meanwhile waits for it instead of failing; and the admin token goes
     only to the daemon whose /healthz repeats the instance id it wrote into data_dir.
-    `read_only`: a data_dir that holds no index is an error, not a new empty index."""
+    `read_only`: a data_dir that holds no index is an error, not a new empty index.
+    `embedder`: gives the model when the store is opened here (one kept across calls)."""
     if config.qdrant_url:                     # server mode: any number of processes share the store
         if healthz(config.base_url) is not None:
             return Remote(config.base_url, config)
-        return Local(Engine(config), standalone=True)
+        return Local(Engine(config, embedder=embedder and embedder()), standalone=True)
     if read_only and not embedded_root(config.data_dir).exists():
         raise RagsyncError(f"no index in {config.data_dir}: nothing was ever synced there (is data_dir right? "
                            "`ragsync serve` builds the index)")
     lock = DataLock(config.data_dir)
     if lock.try_acquire():
         try:
-            return Local(Engine(config), standalone=True, lock=lock)
+            return Local(Engine(config, embedder=embedder and embedder()), standalone=True, lock=lock)
         except BaseException:
             lock.release()
             raise
@@ -275,10 +341,16 @@ def _keys(keys: Keys) -> list[tuple[str, str]] | None:
 
 
 def _check(resp: httpx.Response) -> None:
+    """A 4xx is the caller's mistake and keeps its status (Rejected); the rest is the daemon's."""
     if resp.status_code >= 400:
         resp.read()
         try:
             message = resp.json().get("error", resp.text)
         except ValueError:
             message = resp.text[:200]
-        raise RagsyncError(f"daemon answered {resp.status_code}: {message}")
+        text = f"daemon answered {resp.status_code}: {message}"
+        raise Rejected(resp.status_code, text) if resp.status_code < 500 else RagsyncError(text)
+
+
+def _when(epoch_s: float | None) -> str | None:
+    return iso_utc(epoch_s) if epoch_s else None

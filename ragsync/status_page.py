@@ -21,7 +21,7 @@ from ragsync.engine import Engine
 from ragsync.errors import Rejected
 from ragsync.fingerprint import short
 from ragsync.index import describe
-from ragsync.metrics import SNAPSHOT_AGE_S
+from ragsync.metrics import SNAPSHOT_AGE_S, quantiles
 from ragsync.openapi import document
 from ragsync.operations import Local
 
@@ -159,15 +159,6 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms"
 
 
-def _quantiles(values: list[float]) -> tuple[float, float] | None:
-    """p50 and p95, or None without values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return pick(0.5), pick(0.95)
-
-
 def _chart(source: str, hours: list[tuple[float, float] | None]) -> str:
     """p50 (solid) and p95 (dashed) freshness per hour over the last day, as inline SVG."""
     top = max((q[1] for q in hours if q), default=0.0) or 1.0
@@ -214,8 +205,8 @@ def _render(nonce: str, query: str) -> str:
     for name, s in status["sources"].items():
         polls, rec = status["polling"].get(name, {}), status["reconcile"].get(name, {})
         samples = metrics.freshness_by_hour(name, now)
-        hours = [_quantiles(values) for values in samples]
-        hour, day = hours[-1], _quantiles([s for values in samples for s in values])
+        hours = [quantiles(values) for values in samples]
+        hour, day = hours[-1], quantiles([s for values in samples for s in values])
         changed, caught = metrics.changes[name], metrics.caught_here[name]
         clocks = " / ".join(_ago(polls.get(c, {}).get("ok_at")) for c in ("poll", "audit"))
         last = (f'{_ago(rec.get("at"))}, listed {rec.get("listed", 0):.0f}, caught {rec.get("caught_total", 0):.0f}'

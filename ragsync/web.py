@@ -1,5 +1,5 @@
-"""The Flask app: webhooks (for CMSs), search (for search teams), admin (for the CLI and
-operators), health and metrics. Every error leaves as a short JSON body with its status;
+"""The Flask app: webhooks (for CMSs), search and MCP (for search teams and agents), admin
+(for the CLI and operators), health and metrics. Every error leaves as a short JSON body with its status;
 no handler writes its own try/except → 500, and no body ever carries a traceback.
 """
 
@@ -12,10 +12,10 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from connectors.base import Delivery
-from ragsync.door import RateLimiter, bearer, charge_search, client, host_allowed, same
-from ragsync.embed import EmbedderUnavailable
+from ragsync.door import RateLimiter, bearer, charge_search, client, host_allowed, origin_allowed, same
 from ragsync.engine import Engine
-from ragsync.errors import RagsyncError, Rejected, StoreError
+from ragsync.mcp import Bridge
+from ragsync.errors import RagsyncError, Rejected
 from ragsync.operations import Local
 from ragsync.status_page import status_page
 
@@ -34,6 +34,7 @@ def create_app(engine: Engine, worker: bool = False) -> Flask:
     app.extensions["ragsync"] = engine
     app.extensions["ragsync.operations"] = Local(engine)
     app.extensions["ragsync.limiter"] = RateLimiter()
+    app.extensions["ragsync.mcp"] = Bridge(app.extensions["ragsync.operations"], engine.config.max_body_bytes)
     for bp in (health,) if worker else (webhooks, search, admin, health, status_page):
         app.register_blueprint(bp)
 
@@ -61,7 +62,7 @@ def create_app(engine: Engine, worker: bool = False) -> Flask:
         if request.blueprint == "admin":
             return jsonify(error=str(exc)), 503
         log.warning("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
-        return jsonify(error=_unavailable(exc)), 503
+        return jsonify(error=exc.public), 503
 
     @app.errorhandler(Exception)
     def internal(exc: Exception):
@@ -72,14 +73,6 @@ def create_app(engine: Engine, worker: bool = False) -> Flask:
 
 
 LOG_LINES_PER_S = 2.0                  # accepted deliveries logged at INFO per source; the rest at DEBUG
-
-
-def _unavailable(exc: RagsyncError) -> str:
-    if isinstance(exc, StoreError):
-        return "the index is unavailable, retry later"
-    if isinstance(exc, EmbedderUnavailable):
-        return "the embedding server is unavailable, retry later"
-    return "temporarily unavailable, retry later"
 
 
 def _engine() -> Engine:
@@ -169,6 +162,32 @@ def query():
                                                 "mode")}
     results = _ops().search(q, limit, **filters)
     return jsonify(query=q.strip(), **({"group": "page"} if filters["group"] == "page" else {}), results=results)
+
+
+@search.get("/pages/<source>/<path:doc_id>")
+def document(source: str, doc_id: str):
+    return jsonify(_ops().document(source, doc_id))
+
+
+@search.get("/sources")
+def sources():
+    return jsonify(sources=_ops().sources())
+
+
+@search.get("/index/status")
+def index_status():
+    return jsonify(_ops().index_status())
+
+
+@search.post("/mcp")
+def mcp():
+    """The MCP tools over streamable HTTP, behind the same door as /search (token, rate limit,
+    Host); a browser page of a site not named in [server] allowed_hosts may not call them.
+    POST only: stateless, the server never speaks first, so there is no GET stream (405, as the
+    protocol lets a server answer) to hold an HTTP thread open."""
+    if not origin_allowed(_engine().config):
+        return jsonify(error="unknown Origin: add its host to [server] allowed_hosts"), 403
+    return current_app.extensions["ragsync.mcp"].wsgi
 
 
 # -- health and metrics -------------------------------------------------------------------------
