@@ -53,6 +53,7 @@ def run(config: Config, source: str | None = None) -> Report:
     _queue(config, report)
     _embedding(config, report)
     with httpx.Client(timeout=TIMEOUT, follow_redirects=False, headers={"user-agent": "ragsync/0.1 check"}) as http:
+        _mcp(config, http, report)
         for name in [config.source(source).name] if source else list(config.sources):
             _source(config, name, http, report)
     if not config.sources:
@@ -109,6 +110,38 @@ def _store(config: Config, report: Report) -> None:
     indexed = embedded_root(data).exists()
     report.add("store", True, f"data_dir {data}: " + ("an index is there" if indexed else
                                                        "no index yet (the first `ragsync serve` builds it)"))
+
+
+def _mcp(config: Config, http: httpx.Client, report: Report) -> None:
+    """The running daemon's /mcp lists its tools to a client showing the search key; with no
+    daemon, the tools are built here (the SDK is installed and they register)."""
+    from ragsync.mcp import TOOLS
+    from ragsync.operations import healthz
+    lock = None if config.qdrant_url or not config.data_dir.exists() else DataLock(config.data_dir, create=False)
+    url = (lock.announced() or {}).get("url") if lock and lock.held() else config.base_url
+    if url is None or healthz(url) is None:
+        report.add("mcp", True, f"tools {', '.join(TOOLS)}: at {config.base_url}/mcp once the daemon runs; "
+                                "`ragsync mcp` serves them over stdio")
+        return
+    try:
+        key = config.search_token()
+    except RagsyncError:
+        key = None                                       # already reported by _tokens
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-11-25",
+               **({"authorization": f"Bearer {key}"} if key else {})}
+    try:
+        resp = http.post(f"{url}/mcp", json=call, headers=headers)
+        names = [t["name"] for t in resp.json()["result"]["tools"]]
+    except httpx.HTTPError as exc:
+        report.add("mcp", False, f"{url}/mcp cannot be reached: {type(exc).__name__}")
+        return
+    except (ValueError, KeyError, TypeError):
+        report.add("mcp", False, f"{url}/mcp answered HTTP {resp.status_code} without its tools"
+                                 + (" (the search key in the environment is not the daemon's)" if resp.status_code == 401
+                                    else ": is a proxy in front of it, or the daemon older than this ragsync?"))
+        return
+    report.add("mcp", set(names) == set(TOOLS), f"{url}/mcp answers with tools {', '.join(names)}")
 
 
 def _queue(config: Config, report: Report) -> None:

@@ -120,6 +120,7 @@ class IndexStatus(BaseModel):
 
 
 SCHEMAS = (Found, PageText, Sources, IndexStatus)       # also in /openapi.json
+TOOLS = ("search", "get_page", "list_sources", "index_status")
 
 
 # -- the tools ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 from ragsync import __version__
 from ragsync.config import MODES
 from ragsync.engine import Engine
+from ragsync.mcp import SCHEMAS as READER_SCHEMAS
 
 JSON = "application/json"
 
@@ -53,7 +54,13 @@ SCHEMAS: dict[str, Any] = {
                        state={"enum": ["live", "gone"]}, modified=STR, title=STR, url=STR, indexed_at=STR,
                        reason=STR, chunks=INT, points=INT),
     "Health": _obj(["status"], status=STR, service=STR, instance=NULLABLE_STR, error=STR),
+    "JsonRpc": _obj(["jsonrpc"], jsonrpc={"const": "2.0"}, id={"type": ["string", "integer", "null"]},
+                    result={"type": "object"}, error={"type": "object"}),
 }
+for _model in READER_SCHEMAS:          # what the MCP tools answer, written once (pydantic models)
+    _schema = _model.model_json_schema(ref_template="#/components/schemas/{model}")
+    SCHEMAS.update(_schema.pop("$defs", {}))
+    SCHEMAS[_model.__name__] = _schema
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -106,6 +113,25 @@ def document(engine: Engine) -> dict[str, Any]:
         "security": [{"bearer": []}, {}],
         "responses": {"200": _answer("chunks, or pages with group=page", "SearchResults"),
                       **_errors(400, 401, 429, 503)}}}
+    readers = {"/pages/{source}/{doc_id}": ("page", "A live page's whole indexed text, in order", "PageText"),
+               "/sources": ("sources", "The sources, their live pages and freshness (last hour)", "Sources"),
+               "/index/status": ("index_status", "Pending work, failures and held deletions", "IndexStatus")}
+    for path, (op, summary, schema) in readers.items():
+        paths[path] = {"get": {
+            "tags": ["search"], "operationId": op, "summary": summary, "security": [{"bearer": []}, {}],
+            **({"parameters": [{"name": n, "in": "path", "required": True, "schema": STR}
+                               for n in ("source", "doc_id")]} if "{" in path else {}),
+            "responses": {"200": _answer("done", schema), **_errors(*((400, 404) if "{" in path else ()), 401, 429, 503)}}}
+    paths["/mcp"] = {"post": {
+        "tags": ["search"], "operationId": "mcp", "summary": "MCP (Model Context Protocol) over streamable HTTP",
+        "description": "Stateless: POST a JSON-RPC message, get JSON back (no GET stream, no session). Read-only "
+                       "tools: search, get_page, list_sources, index_status (their schemas: tools/list). Same token, "
+                       "rate limit and Host check as /search; a browser's Origin must be this host, this machine or "
+                       "one in [server] allowed_hosts.",
+        "security": [{"bearer": []}, {}],
+        "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object"}}}},
+        "responses": {"200": _answer("the JSON-RPC answer", "JsonRpc"), "202": {"description": "a notification taken"},
+                      **_errors(400, 401, 403, 413, 429)}}}
     paths["/healthz"] = {"get": {"tags": ["health"], "operationId": "healthz", "summary": "The process answers",
                                  "responses": {"200": _answer("alive", "Health")}}}
     paths["/readyz"] = {"get": {"tags": ["health"], "operationId": "readyz",

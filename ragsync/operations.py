@@ -219,20 +219,16 @@ class Local(Operations):
         return [name]
 
 
-class Remote(Operations):
-    """The same calls through the admin API (bearer token) and /search of a running daemon."""
+class Reader(Operations):
+    """A reader's calls to a running daemon over HTTP, with the search token when one is set:
+    what `Remote` and the LangChain and LlamaIndex retrievers ask."""
 
-    def __init__(self, url: str, config: Config) -> None:
-        self.daemon, self.config = url, config
-        self.http = httpx.Client(base_url=url, timeout=30.0)
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        self.daemon, self.token = url.rstrip("/"), token
+        self.http = httpx.Client(base_url=self.daemon, timeout=timeout)
 
-    def status(self) -> dict[str, Any]:
-        return self._call("GET", "/admin/status")
-
-    def export(self) -> Iterator[str]:
-        with self.http.stream("GET", "/admin/export", headers=self._admin(), timeout=None) as resp:
-            _check(resp)
-            yield from resp.iter_lines()
+    def search_token(self) -> str | None:
+        return self.token
 
     def search(self, query: str, limit: int = 10, **filters: str | None) -> list[dict[str, Any]]:
         params = {"q": query, "limit": limit, **{k: v for k, v in filters.items() if v}}
@@ -246,6 +242,48 @@ class Remote(Operations):
 
     def index_status(self) -> dict[str, Any]:
         return self._read("/index/status")
+
+    def passages(self, query: str, limit: int = 10, **filters: str | None) -> list[tuple[str, dict[str, Any], float]]:
+        """Search results as (text, metadata, score) for a retriever: one per chunk, or with
+        group="page" one per page (its best chunks joined, their heading paths listed)."""
+        out = []
+        for r in self.search(query, limit, **filters):
+            chunks = r.get("chunks") or [r]
+            meta = {k: r.get(k) for k in ("source", "doc_id", "url", "title", "modified")}
+            if "chunks" in r:
+                meta["heading_paths"] = r["heading_paths"]
+            else:
+                meta.update(id=r["id"], heading_path=r.get("heading_path") or [], chunk_index=r.get("chunk_index"))
+            out.append(("\n\n".join(c["text"] for c in chunks), meta, r["score"]))
+        return out
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _read(self, path: str, **kwargs: Any) -> Any:
+        token = self.search_token()
+        resp = self.http.get(path, headers={"authorization": f"Bearer {token}"} if token else None, **kwargs)
+        _check(resp)
+        return resp.json()
+
+
+class Remote(Reader):
+    """Every operation of a running daemon: the reader's, and the admin API's (bearer token)."""
+
+    def __init__(self, url: str, config: Config) -> None:
+        super().__init__(url)
+        self.config = config
+
+    def search_token(self) -> str | None:
+        return self.config.search_token()
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/admin/status")
+
+    def export(self) -> Iterator[str]:
+        with self.http.stream("GET", "/admin/export", headers=self._admin(), timeout=None) as resp:
+            _check(resp)
+            yield from resp.iter_lines()
 
     def page(self, source: str, doc_id: str) -> dict[str, Any]:
         return self._call("GET", f"/admin/pages/{quote(source, safe='')}/{quote(doc_id, safe='')}")
@@ -266,21 +304,11 @@ class Remote(Operations):
     def drop(self, keys: Keys = None) -> list[list[str]]:
         return self._call("POST", "/admin/dlq/drop", json={"keys": _keys(keys)})["dropped"]
 
-    def close(self) -> None:
-        self.http.close()
-
     def _admin(self) -> dict[str, str]:
         token = self.config.admin_token()
         if token is None:
             raise RagsyncError(f"the daemon at {self.daemon} is running; set {self.config.admin_token_env} to talk to it")
         return {"authorization": f"Bearer {token}"}
-
-    def _read(self, path: str, **kwargs: Any) -> Any:
-        """A reader's call: the search token when one is set."""
-        token = self.config.search_token()
-        resp = self.http.get(path, headers={"authorization": f"Bearer {token}"} if token else None, **kwargs)
-        _check(resp)
-        return resp.json()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = self.http.request(method, path, headers=self._admin(), **kwargs)

@@ -21,6 +21,7 @@ from ragsync.engine import Engine
 from ragsync.errors import Rejected
 from ragsync.fingerprint import short
 from ragsync.index import describe
+from ragsync.mcp import TOOLS
 from ragsync.metrics import SNAPSHOT_AGE_S, quantiles
 from ragsync.openapi import document
 from ragsync.operations import Local
@@ -198,7 +199,8 @@ def _render(nonce: str, query: str) -> str:
         f'<span>collection <b>{escape(str(collection["name"]))}</b> → {escape(str(collection["physical"]))}, '
         f'fingerprint {escape(short(collection["fingerprint"]) if collection["fingerprint"] else "–")}'
         f'{"" if collection["config_matches"] else " <b class=bad>(built by other settings)</b>"}</span>',
-        f'<span>store {escape(describe(collection["store"]))}</span></p>',
+        f'<span>store {escape(describe(collection["store"]))}</span>',
+        f'<span>agents <b id="mcp">POST /mcp</b> (MCP: {", ".join(TOOLS)}; <code>ragsync mcp</code> for stdio)</span></p>',
         '<h2>Sources</h2><table><tr><th>source</th><th>live</th><th>gone</th><th>points</th><th>held</th>'
         '<th>last webhook</th><th>last poll / audit</th><th>last reconcile</th><th>freshness p50 / p95 (1 h)</th>'
         '<th>(24 h)</th><th>caught</th><th>last 24 h</th>' + ("<th></th>" if admin else "") + '</tr>']

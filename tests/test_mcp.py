@@ -1,6 +1,7 @@
-"""The MCP tools, driven by the official SDK's own client: over streamable HTTP at /mcp of a
-real daemon (behind the search door), and over stdio from `ragsync mcp`, with a daemon
-running and without one."""
+"""For agents and retrievers: the MCP tools driven by the official SDK's own client, over
+streamable HTTP at /mcp of a real daemon (behind the search door) and over stdio from `ragsync
+mcp` (with a daemon running and without one); `ragsync check` asking /mcp; and the LangChain
+and LlamaIndex retrievers against a running daemon."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -20,7 +22,8 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from ragsync import config as config_mod
 from ragsync.engine import Engine
-from tests.support import Harness, page_html, words, wp_source, write_config
+from ragsync.errors import Rejected
+from tests.support import Harness, page_html, run_cli, words, wp_source, write_config
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "rust-docs.jsonl"
 TOKEN = "mcp-search-key-0123456789abcdef"
@@ -193,3 +196,52 @@ def test_the_rest_api_offers_what_the_tools_read(daemon, wp):
     assert daemon.http.get("/sources").json()["sources"][0]["pages_live"] == 1
     assert daemon.http.get("/index/status").json()["pending"] == 0
     assert httpx.get(f"{daemon.url}/mcp", timeout=5).status_code == 405    # stateless: no stream to hold a thread
+    assert 'id="mcp"' in daemon.http.get("/").text                         # the status page names the endpoint
+
+
+def test_check_asks_the_running_daemons_mcp_for_its_tools(wp, tmp_path, embedder, monkeypatch):
+    monkeypatch.setenv("T_SEARCH_KEY", TOKEN)
+    cfg = write_config(tmp_path, wp_source(wp), 'search_token_env = "T_SEARCH_KEY"\nreconcile_on_start = false\n')
+    before = run_cli(cfg, "check")
+    assert "ok       mcp              tools search, get_page, list_sources, index_status: at http" in before.stdout, \
+        before.stdout
+    daemon = Harness(cfg, embedder)
+    try:
+        ok = run_cli(cfg, "check")
+        assert f"ok       mcp              {daemon.url}/mcp answers with tools search, get_page, list_sources, " \
+               "index_status" in ok.stdout, ok.stdout
+        wrong = run_cli(cfg, "check", env={"T_SEARCH_KEY": "another-key-0123456789abcdef"})
+        assert f"PROBLEM  mcp              {daemon.url}/mcp answered HTTP 401 without its tools (the search key" \
+               in wrong.stdout and wrong.returncode == 1, wrong.stdout
+    finally:
+        daemon.close()
+
+
+def test_langchain_and_llamaindex_retrievers_read_the_daemon_with_its_token(wp, daemon_factory, monkeypatch):
+    from ragsync.langchain import RagsyncRetriever as LangChainRetriever
+    from ragsync.llamaindex import RagsyncRetriever as LlamaIndexRetriever
+
+    monkeypatch.setenv("T_SEARCH_KEY", TOKEN)
+    daemon = daemon_factory(wp_source(wp), 'search_token_env = "T_SEARCH_KEY"')
+    pages = corpus("ch08-03-hash-maps", "ch16-02-message-passing", "ch15-01-box")
+    for post_id, page in enumerate(pages, 1):
+        wp.publish(post_id, page["title"], page["html"])
+        daemon.wp_event(post_id)
+    daemon.idle()
+    question = "send a value down a channel to another thread"
+
+    docs = LangChainRetriever(url=daemon.url, token=TOKEN, k=3).invoke(question)
+    assert len(docs) == 3 and docs[0].metadata["doc_id"] == "2" and docs[0].metadata["title"] == pages[1]["title"]
+    assert {"source", "url", "modified", "heading_path", "score"} <= set(docs[0].metadata)
+    assert docs[0].page_content in daemon.doc_texts("blog", "2") and docs[0].id == docs[0].metadata["id"]
+    grouped = LangChainRetriever(url=daemon.url, token=TOKEN, k=3, group="page", source="blog").invoke(question)
+    assert len({d.metadata["doc_id"] for d in grouped}) == len(grouped) and grouped[0].metadata["heading_paths"]
+    assert LangChainRetriever(url=daemon.url, token=TOKEN, url_prefix="https://elsewhere/").invoke(question) == []
+    with pytest.raises(Rejected, match="daemon answered 401: bad or missing search API key"):
+        LangChainRetriever(url=daemon.url, k=3).invoke(question)
+
+    nodes = LlamaIndexRetriever(daemon.url, token=TOKEN, k=3).retrieve(question)
+    assert nodes[0].node.metadata["doc_id"] == "2" and nodes[0].score > 0 and nodes[0].node.get_content()
+    pages_only = LlamaIndexRetriever(daemon.url, token=TOKEN, k=2, group="page",
+                                     modified_after="2000-01-01T00:00:00Z").retrieve(question)
+    assert [n.node.metadata["doc_id"] for n in pages_only][0] == "2" and len(pages_only) == 2

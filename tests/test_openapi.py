@@ -31,6 +31,12 @@ def test_the_document_is_valid_and_every_answer_matches_it(daemon, wp):
         ("/admin/dlq/replay", "post"): dict(headers=ADMIN, json={"keys": []}),
         ("/admin/dlq/drop", "post"): dict(headers=ADMIN, json={"keys": [["blog", "404"]]}),
         ("/admin/pages/{source}/{doc_id}", "get"): dict(headers=ADMIN, url="/admin/pages/blog/1"),
+        ("/pages/{source}/{doc_id}", "get"): dict(url="/pages/blog/1"), ("/sources", "get"): {},
+        ("/index/status", "get"): {},
+        ("/mcp", "post"): dict(json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                     "params": {"name": "search", "arguments": {"query": "borrowing"}}},
+                               headers={"accept": "application/json, text/event-stream",
+                                        "mcp-protocol-version": "2025-11-25"}),
     }
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert documented == set(calls)
