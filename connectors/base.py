@@ -17,6 +17,7 @@ import httpx
 
 from connectors import standard_webhooks
 from ragsync.answer import AnswerTooLarge, bounded
+from ragsync import retry
 from ragsync.errors import ConfigError, FetchError, Rejected
 from ragsync.source import SourceConfig, env_secret
 
@@ -173,9 +174,9 @@ class Connector:
             raise FetchError(f"{self.source.name}: cannot reach {url}: {type(exc).__name__}", transient=True) from None
         if resp.status_code < 300 or resp.status_code in (401, 403, 404, 410):
             return resp
-        transient = resp.status_code == 429 or resp.status_code >= 500
+        transient = retry.transient(resp.status_code)
         raise FetchError(f"{self.source.name}: HTTP {resp.status_code} from {url}",
-                         transient=transient, retry_after=_retry_after(resp))
+                         transient=transient, retry_after=retry.retry_after(resp.headers))
 
 
 MAX_ANSWER_BYTES = 32 * 1024 * 1024      # a CMS answer, after decompression
@@ -266,9 +267,3 @@ def json_object(body: bytes) -> dict[str, Any]:
         raise Rejected(400, "body must be a JSON object")
     return payload
 
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(resp.headers.get("retry-after", "")))
-    except ValueError:
-        return None

@@ -11,7 +11,6 @@ before batching: a batch is padded to its longest text, and mixed lengths cost ~
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -27,11 +26,13 @@ import numpy as np
 from ragsync.answer import AnswerTooLarge, bounded
 from ragsync.config import EmbeddingConfig
 from ragsync.errors import ConfigError, RagsyncError, Waiting
+from ragsync.retry import backoff, retry_after, transient
 from ragsync.source import env_secret, redact_url
 
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SLICE_TEXTS = 32                                # texts encoded per lock hold
 RETRIES = 4                                     # tries per request to an embedding server
+RETRY_BASE_S, RETRY_MAX_S = 0.5, 8.0            # its backoff between them
 ANSWER_BYTES_BASE = 1 << 20                     # an /embeddings answer may hold this much,
 ANSWER_BYTES_PER_TEXT = 128 << 10               # plus this per text (4,096 floats as JSON fit)
 
@@ -236,7 +237,7 @@ class OpenAIEmbedder(Embedder):
                 self.on_error(self.provider, failed.kind)
                 self._last_error, wait = f"embedding server: {failed}", failed.retry_after
                 if attempt < tries:
-                    time.sleep(max(wait or 0.0, min(8.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)))
+                    time.sleep(backoff(attempt, RETRY_BASE_S, RETRY_MAX_S, wait))
                 continue
             self.on_batch(self.provider, len(batch), time.perf_counter() - began)
             self.embedded += len(batch)
@@ -258,9 +259,9 @@ class OpenAIEmbedder(Embedder):
             raise _Failed("timeout", f"no answer within {self.settings.timeout_s:g}s") from None
         except httpx.HTTPError as exc:
             raise _Failed("unreachable", f"cannot reach {self.where} ({type(exc).__name__})") from None
-        if resp.status_code == 429 or resp.status_code >= 500:
+        if transient(resp.status_code):
             raise _Failed("throttled" if resp.status_code == 429 else "server_error", f"HTTP {resp.status_code}",
-                          _seconds(resp.headers.get("retry-after")))
+                          retry_after(resp.headers))
         if resp.status_code != 200:
             raise RagsyncError(f"[embedding] {self.where}/embeddings answered HTTP {resp.status_code}: "
                                f"{_error_text(resp)}")
@@ -301,13 +302,6 @@ def _vectors(resp: httpx.Response, texts: int) -> list[list[float]]:
     if arr.shape[1] == 0 or not np.isfinite(arr).all() or not np.isfinite(norms).all() or not norms.all():
         raise _Failed("malformed", "the answer holds empty, zero, infinite or NaN vectors")
     return (arr / norms).tolist()          # servers differ on normalising; scores and tests do not
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 def _error_text(resp: httpx.Response) -> str:

@@ -10,7 +10,6 @@ both on Redis, for several processes.
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ from typing import Any
 
 from huey import RedisHuey, SqliteHuey
 
+from ragsync import retry
 from ragsync.errors import FetchError, StoreError, Waiting
 from ragsync.pending import Key, Parked, Pending, RedisPending, Row, SqlitePending
 
@@ -129,8 +129,7 @@ class WorkQueue:
 
     def backoff(self, attempts: int, retry_after: float | None = None) -> float:
         """Exponential with jitter around it, never sooner than the CMS asked."""
-        delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
-        return max(delay, retry_after or 0.0)
+        return retry.backoff(attempts, self.backoff_base_s, self.backoff_max_s, retry_after)
 
     def _heartbeat(self) -> None:
         """Renew the leases of the keys this process runs; take over keys whose worker died."""
