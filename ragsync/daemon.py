@@ -102,7 +102,7 @@ class Daemon:
                 if self.workers:
                     engine.queue.start(self.workers)
                 # one process of a deployment reconciles at start (a Redis lease in server mode)
-                if config.reconcile_on_start and engine.queue.lease("startup-reconcile", self.holder, STARTUP_LEASE_S):
+                if config.reconcile_on_start and engine.notes.lease("startup-reconcile", self.holder, STARTUP_LEASE_S):
                     threading.Thread(target=_startup_reconcile, args=(engine,), daemon=True, name="reconcile").start()
                 if config.poll_interval_s or config.audit_interval_s:
                     self.poller = Poller(engine, holder=self.holder)

@@ -17,7 +17,6 @@ import httpx
 
 from connectors import connector_class
 from connectors.base import Connector, Gone
-from ragsync import reconcile
 from ragsync.chunk import Chunker
 from ragsync.config import Config
 from ragsync.embed import Embedder, open_embedder
@@ -26,6 +25,7 @@ from ragsync.fingerprint import differences, fingerprint, short
 from ragsync.guard import DeletionGuard
 from ragsync.index import Catalog, SearchFilter, Store, open_catalog
 from ragsync.metrics import Metrics
+from ragsync.notes import open_notes
 from ragsync.pipeline import Outcome, Pipeline
 from ragsync.queue import WorkQueue
 from ragsync.search import PageResult, Probe, SearchResult, nearest, nearest_pages, weights
@@ -94,6 +94,7 @@ class Engine:
                                max_attempts=config.max_attempts, backoff_base_s=config.backoff_base_s,
                                backoff_max_s=config.backoff_max_s, lease_s=config.lease_s)
         self.queue.on_outcome = self.metrics.pass_done
+        self.notes = open_notes(config.data_dir, config.redis_url)   # shared: reconcile figures, poll clocks, leases
         self.metrics.bind(self)
 
     @cached_property
@@ -253,11 +254,11 @@ class Engine:
                                         points=store.count_chunks({"metadata.source": name}),
                                         deletions_held=len(self.guard.held[name]))
         stamp = store.fingerprint()
-        polls = {clock: self.queue.notes(clock) for clock in ("poll", "audit")}
+        polls = {clock: self.notes.get(clock) for clock in ("poll", "audit")}
         snap = Snapshot(
             points=store.count_chunks(), pending=pending, oldest_pending_s=round(time.time() - oldest if oldest else 0.0, 3),
             queue_depth=self.queue.depth(), dead=dead, chunks_embedded=self.embedder.embedded,
-            writes=store.writes, sources=sources, reconcile=reconcile.last_runs(self.queue),
+            writes=store.writes, sources=sources, reconcile=self.notes.get("reconcile"),
             polling={name: {clock: notes[name] for clock, notes in polls.items() if name in notes}
                      for name in self.config.sources},
             collection={"name": self.config.collection, "physical": self._live or None, "fingerprint": stamp,
@@ -273,6 +274,7 @@ class Engine:
 
     def close(self) -> None:
         self.queue.close()
+        self.notes.close()
         if self._store is not None:
             self._store.close()
         if self._own_embedder:

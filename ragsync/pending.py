@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 Key = tuple[str, str]          # (source, doc_id)
 
@@ -122,20 +121,6 @@ class Pending:
                 self.remember_delivery(source, delivery_id, ttl_s)
             return new
 
-    def note(self, kind: str, name: str, value: dict[str, Any]) -> None:
-        """Keep a small JSON record (a reconcile run's figures, a poll cursor) beside the queue,
-        so every process of the deployment reads the same one."""
-        raise NotImplementedError
-
-    def notes(self, kind: str) -> dict[str, dict[str, Any]]:
-        """name → value of every note of this kind."""
-        raise NotImplementedError
-
-    def lease(self, name: str, holder: str, ttl_s: float) -> bool:
-        """Take or renew a named lease for `ttl_s`; False while another holder has it. Makes
-        one process of many do a job (polling); the embedded record has one process."""
-        return True
-
     def close(self) -> None:
         pass
 
@@ -150,20 +135,12 @@ create table if not exists pending (
     lease_until real not null default 0,
     last_error text,
     primary key (source, doc_id));
-create table if not exists notes (
-    kind text not null, name text not null, value text not null, primary key (kind, name));
 create table if not exists deliveries (
     source text not null, id text not null, at real not null, primary key (source, id));
 create table if not exists dead (
     source text not null, doc_id text not null, error text not null,
     attempts integer not null, failed_at real not null,
     primary key (source, doc_id));
-"""
-
-
-_FROM_RECONCILES = """
-insert or ignore into notes select 'reconcile', source, json_set(last, '$.caught_total', caught_total) from reconciles;
-drop table reconciles;
 """
 
 
@@ -180,8 +157,6 @@ class SqlitePending(Pending):
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self.db.execute("pragma journal_mode=wal")
         self.db.executescript(_SCHEMA)
-        if self.db.execute("select 1 from sqlite_master where name='reconciles'").fetchone():
-            self.db.executescript(_FROM_RECONCILES)       # a state.db from before notes existed
         self.lock = threading.RLock()
         self.depth = 0                        # open _tx() levels of the thread holding the lock
         self.arrivals: list[_Ticket] = []     # deliveries waiting for the next group commit
@@ -319,15 +294,6 @@ class SqlitePending(Pending):
         with self._tx() as db:
             db.execute("delete from deliveries where source=? and id=?", (source, delivery_id))
 
-    def note(self, kind, name, value):
-        with self._tx() as db:
-            db.execute("insert or replace into notes values (?,?,?)", (kind, name, json.dumps(value)))
-
-    def notes(self, kind):
-        with self.lock:
-            rows = self.db.execute("select name, value from notes where kind=?", (kind,)).fetchall()
-        return {name: json.loads(value) for name, value in rows}
-
     def close(self):
         self.db.close()
 
@@ -394,11 +360,6 @@ if ARGV[3] == '1' and attempts < tonumber(ARGV[4]) then redis.call('HSET', KEYS[
 redis.call('HSET', KEYS[3], ARGV[1], cjson.encode({ARGV[2], attempts, tonumber(ARGV[5])}))
 redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], ARGV[1]) return {attempts, 1}
 """
-_LEASE = """
-local cur = redis.call('GET', KEYS[1])
-if cur == false or cur == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-return 0
-"""
 _STALE = """
 local out = {}
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -421,12 +382,8 @@ class RedisPending(Pending):
         import redis
         self.r = redis.Redis.from_url(url, decode_responses=True)
         self.index, self.dead_key, self.prefix = f"{prefix}:pending", f"{prefix}:dead", f"{prefix}:p:"
-        self._add, self._claim, self._finish, self._fail, self._stale, self._lease = (
-            self.r.register_script(s) for s in (_ADD, _CLAIM, _FINISH, _FAIL, _STALE, _LEASE))
-        old, caught = f"{self.prefix}reconcile", f"{self.prefix}caught"     # written before notes existed
-        for source, last in self.r.hgetall(old).items():
-            self.note("reconcile", source, {**json.loads(last), "caught_total": int(self.r.hget(caught, source) or 0)})
-        self.r.delete(old, caught)
+        self._add, self._claim, self._finish, self._fail, self._stale = (
+            self.r.register_script(s) for s in (_ADD, _CLAIM, _FINISH, _FAIL, _STALE))
 
     def _h(self, key: Key) -> str:
         return self.prefix + _SEP.join(key)
@@ -498,15 +455,6 @@ class RedisPending(Pending):
 
     def forget_delivery(self, source, delivery_id):
         self.r.delete(f"{self.prefix}delivery:{source}{_SEP}{delivery_id}")
-
-    def note(self, kind, name, value):
-        self.r.hset(f"{self.prefix}note:{kind}", name, json.dumps(value))
-
-    def notes(self, kind):
-        return {name: json.loads(v) for name, v in self.r.hgetall(f"{self.prefix}note:{kind}").items()}
-
-    def lease(self, name, holder, ttl_s):
-        return bool(self._lease([f"{self.prefix}lease:{name}"], [holder, int(ttl_s * 1000)]))
 
     def close(self):
         self.r.close()

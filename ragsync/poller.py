@@ -65,13 +65,13 @@ class Poller:
 
     def tick(self) -> None:
         """Run whatever clock is due, if this process holds the lease."""
-        if not self.engine.queue.lease("poller", self.holder, LEASE_S):
+        if not self.engine.notes.lease("poller", self.holder, LEASE_S):
             return
         now = time.time()
         for clock, interval in self.intervals.items():
             if not interval:
                 continue
-            notes = self.engine.queue.notes(clock)
+            notes = self.engine.notes.get(clock)
             for source in self.engine.config.sources:
                 last = notes.get(source, {}).get("at", self.started)   # first run: one interval after start
                 if now - last >= interval and not self._stop.is_set():
@@ -81,7 +81,7 @@ class Poller:
         """Queue the documents modified since the cursor whose page record differs; returns how
         many no webhook had announced. Without a cursor yet, the newest page record's time is
         one (what came before it was indexed or is the audit's); with no page at all, an audit."""
-        note = self.engine.queue.notes(POLL).get(source, {})
+        note = self.engine.notes.get(POLL).get(source, {})
         cursor = note.get("cursor") or max((p.modified for p in self.engine.store.iter_pages(source, ids=False)), default="")
         if not cursor:
             self.audit(source)
@@ -106,7 +106,7 @@ class Poller:
         started = time.monotonic()
         report = reconcile.plan(self.engine, source, points=False)
         if report.errors and not report.listed:
-            self._failed(AUDIT, source, self.engine.queue.notes(AUDIT).get(source, {}),
+            self._failed(AUDIT, source, self.engine.notes.get(AUDIT).get(source, {}),
                          RagsyncError(report.errors[0]))
             return report
         caught = reconcile.enqueue(self.engine, report)
@@ -114,14 +114,14 @@ class Poller:
             log.warning("audit of %s: %s", source, report.errors[0])
         self._done(AUDIT, source, {"listed": report.listed, "found": len(report.keys), "caught": caught,
                                    "error": report.errors[0] if report.errors else None}, started)
-        poll = self.engine.queue.notes(POLL).get(source, {})
+        poll = self.engine.notes.get(POLL).get(source, {})
         if report.newest and report.newest > poll.get("cursor", ""):   # the poll goes on from here
-            self.engine.queue.note(POLL, source, {**poll, "cursor": report.newest})
+            self.engine.notes.put(POLL, source, {**poll, "cursor": report.newest})
         return report
 
     def _done(self, clock: str, source: str, figures: dict, started: float) -> None:
         now = time.time()
-        self.engine.queue.note(clock, source, {**figures, "at": now, "ok_at": now, "error": figures.get("error"),
+        self.engine.notes.put(clock, source, {**figures, "at": now, "ok_at": now, "error": figures.get("error"),
                                                "by": self.holder, "duration_s": round(time.monotonic() - started, 3)})
         self.engine.metrics.polled(source, clock, figures["caught"])
         if figures["found"]:
@@ -131,6 +131,6 @@ class Poller:
     def _failed(self, clock: str, source: str, note: dict, exc: Exception) -> int:
         """A failed listing changes nothing; the clock tries again after its interval."""
         detail = str(exc) if isinstance(exc, RagsyncError) else f"{type(exc).__name__}: {exc}"
-        self.engine.queue.note(clock, source, {**note, "at": time.time(), "error": detail})
+        self.engine.notes.put(clock, source, {**note, "at": time.time(), "error": detail})
         log.warning("%s of %s failed, nothing changed: %s", clock, source, detail, extra={"source": source})
         return 0

@@ -14,7 +14,6 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from huey import RedisHuey, SqliteHuey
 
@@ -172,15 +171,6 @@ class WorkQueue:
 
     def drop(self, keys: Iterable[Key] | None = None) -> list[Key]:
         return self._record.take_dead(keys)
-
-    def note(self, kind: str, name: str, value: dict[str, Any]) -> None:
-        self._record.note(kind, name, value)
-
-    def notes(self, kind: str) -> dict[str, dict[str, Any]]:
-        return self._record.notes(kind)
-
-    def lease(self, name: str, holder: str, ttl_s: float) -> bool:
-        return self._record.lease(name, holder, ttl_s)
 
     def drain(self, limit: int | None = None) -> None:
         """Run tasks that are due, here and now (for CLI commands when no daemon runs).

@@ -23,7 +23,6 @@ from ragsync.errors import RagsyncError
 if TYPE_CHECKING:
     from ragsync.engine import Engine
     from ragsync.index import PageRecord, Store
-    from ragsync.queue import WorkQueue
 
 CAUGHT = ("added", "updated", "repaired", "tombstoned")      # changes the webhooks had missed
 
@@ -171,17 +170,11 @@ def enqueue(engine: Engine, report: SourceReport, force: bool = False) -> int:
     return sum(engine.queue.add(report.source, doc_id) for doc_id in report.keys)
 
 
-def last_runs(queue: WorkQueue) -> dict[str, dict[str, float]]:
-    """Per source: the last run's figures, and `caught_total`, the changes reconcile has
-    found first in all (what the webhooks missed)."""
-    return queue.notes("reconcile")
-
-
 def _record(engine: Engine, report: SourceReport) -> None:
     caught = sum(len(getattr(report, k)) for k in CAUGHT)
     engine.metrics.reconciled(report.source, caught)
-    before = last_runs(engine.queue).get(report.source, {}).get("caught_total", 0)
-    engine.queue.note("reconcile", report.source, {
+    before = engine.notes.get("reconcile").get(report.source, {}).get("caught_total", 0)
+    engine.notes.put("reconcile", report.source, {    # `caught_total`: what reconcile found first, in all
         "at": time.time(), "listed": report.listed, "unchanged": report.unchanged,
         **{k: len(getattr(report, k)) for k in (*CAUGHT, "errors")},
         "duration_s": round(report.duration_s, 3), "caught_total": before + caught,

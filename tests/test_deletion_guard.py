@@ -106,7 +106,7 @@ def test_an_audit_past_the_budget_holds_its_deletions_where_an_operator_looks(da
     wait_for(lambda: held() == 15, 30, "the audit to hold 15 deletions")
     assert live_pages(daemon) == 20
     assert 'ragsync_deletions_held{source="blog"} 15.0' in daemon.http.get("/metrics").text
-    assert "reconcile --force --source blog" in daemon.engine.queue.notes("audit")["blog"]["error"]
+    assert "reconcile --force --source blog" in daemon.engine.notes.get("audit")["blog"]["error"]
     assert any("reconcile --force --source blog" in r.getMessage() for r in caplog.records)
     (report,) = reconcile.run(daemon.engine, ["blog"], force=True)
     assert len(report.tombstoned) == 15

@@ -77,27 +77,6 @@ def test_expired_leases_are_taken_over_and_start_recovers_everything(record):
     assert sorted(record.stale(waiting=True, running=True)) == [("blog", "42"), ("blog", "7")]  # ... unless sole owner
 
 
-def test_notes_are_kept_per_kind_and_name_the_latest_winning(record):
-    record.note("reconcile", "blog", {"listed": 10, "caught_total": 4})
-    record.note("reconcile", "blog", {"listed": 12, "caught_total": 5})
-    record.note("poll", "blog", {"cursor": "2026-11-27T10:00:00Z"})
-    assert record.notes("reconcile") == {"blog": {"listed": 12, "caught_total": 5}}
-    assert record.notes("poll") == {"blog": {"cursor": "2026-11-27T10:00:00Z"}}
-    assert record.notes("audit") == {}
-
-
-def test_reconcile_figures_written_before_notes_existed_are_kept(tmp_path: Path):
-    import sqlite3
-    db = sqlite3.connect(tmp_path / "state.db")
-    db.executescript("create table reconciles (source text primary key, last text not null, caught_total integer "
-                     "not null); insert into reconciles values ('blog', '{\"listed\": 7}', 3);")
-    db.commit()
-    db.close()
-    record = SqlitePending(tmp_path / "state.db")
-    assert record.notes("reconcile") == {"blog": {"listed": 7, "caught_total": 3}}
-    record.close()
-
-
 def test_kill_9_with_huey_and_the_record_on_redis(redis_url, tmp_path: Path, wp, embedder):
     from ragsync.chunk import Chunker
     cfg = write_config(tmp_path, wp_source(wp), f"reconcile_on_start = false\nworkers = 1\n[queue]\n"

@@ -40,7 +40,7 @@ def test_without_webhooks_the_poll_finds_creates_and_edits_at_o_changes(wp, daem
     wp.publish(42, "Also silent", page_html(["Another unannounced page, about borrowed crabs."]))
     wait_for(lambda: "42" in live(daemon) and "lifetimes" in indexed_text(daemon, 7), 30, "the poll to catch both")
     daemon.idle()
-    assert daemon.engine.queue.notes("poll")["blog"]["listed"] <= 3     # the recent changes, never all 42 pages
+    assert daemon.engine.notes.get("poll")["blog"]["listed"] <= 3     # the recent changes, never all 42 pages
     assert {k: v - fetched.get(k, 0) for k, v in wp.fetches.items() if v != fetched.get(k, 0)} == {7: 1, 42: 1}
     metrics = daemon.http.get("/metrics").text
     assert 'ragsync_poll_caught_total{clock="poll",source="blog"} 3.0' in metrics
@@ -65,7 +65,7 @@ def test_a_failed_or_truncated_listing_deletes_nothing(wp, daemon_factory):
     publish(wp, range(1, 21))
     daemon = daemon_factory(wp_source(wp), "[reconcile]\npoll_interval_s = 0\naudit_interval_s = 0.5")
     wait_for(lambda: len(live(daemon)) == 20, 60, "20 pages indexed")
-    audits = lambda: daemon.engine.queue.notes("audit")["blog"]    # noqa: E731
+    audits = lambda: daemon.engine.notes.get("audit")["blog"]    # noqa: E731
     wp.fail_next(3, 503)
     wait_for(lambda: "503" in (audits().get("error") or ""), 30, "an audit against a failing CMS")
     wp.unlisted = set(range(1, 16))                               # the listing lacks 15 of 20: truncated
@@ -101,20 +101,20 @@ def test_with_redis_one_process_polls_at_a_time(wp, embedder, redis_url, tmp_pat
     daemons = [Harness(write_config(tmp_path / name, wp_source(wp), f'reconcile_on_start = false\n[queue]\n'
                                     f'redis_url = "{url}"\n{POLL_ONLY}'), embedder) for name in ("a", "b")]
     try:
-        wait_for(lambda: daemons[0].engine.queue.notes("poll").get("blog", {}).get("by"), 60, "a first poll")
-        first = daemons[0].engine.queue.notes("poll")["blog"]["by"]
+        wait_for(lambda: daemons[0].engine.notes.get("poll").get("blog", {}).get("by"), 60, "a first poll")
+        first = daemons[0].engine.notes.get("poll")["blog"]["by"]
         seen = set()
         for _ in range(5):                                       # several polls later, still the same process
-            at = daemons[0].engine.queue.notes("poll")["blog"]["at"]
-            wait_for(lambda: daemons[0].engine.queue.notes("poll")["blog"]["at"] > at, 30, "the next poll")
-            seen.add(daemons[0].engine.queue.notes("poll")["blog"]["by"])
+            at = daemons[0].engine.notes.get("poll")["blog"]["at"]
+            wait_for(lambda: daemons[0].engine.notes.get("poll")["blog"]["at"] > at, 30, "the next poll")
+            seen.add(daemons[0].engine.notes.get("poll")["blog"]["by"])
         assert seen == {first}
         holder = next(d for d in daemons if d.poller.holder == first)
         other = next(d for d in daemons if d is not holder)
         for d in daemons:
             d.idle()
         holder.close()                                           # the poller dies: the other takes over
-        wait_for(lambda: other.engine.queue.notes("poll")["blog"]["by"] == other.poller.holder, 30, "a takeover")
+        wait_for(lambda: other.engine.notes.get("poll")["blog"]["by"] == other.poller.holder, 30, "a takeover")
     finally:
         for d in daemons:
             d.close()
