@@ -16,9 +16,10 @@ from connectors import connector_class
 from connectors.base import Connector, Gone
 from ragsync.config import Config
 from ragsync.datalock import DataLock
+from ragsync.embed import PROVIDERS
 from ragsync.errors import FetchError, RagsyncError
 from ragsync.index import embedded_root
-from ragsync.source import env_secret, redact_url
+from ragsync.source import env_secret
 
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
@@ -159,24 +160,7 @@ def _queue(config: Config, report: Report) -> None:
 
 
 def _embedding(config: Config, report: Report) -> None:
-    settings = config.embedding
-    if settings.provider == "local":
-        report.add("embedding", True, f"local model, backend {settings.backend}"
-                                      + (f", {settings.threads} thread(s)" if settings.threads else ""))
-        return
-    try:
-        key = env_secret(settings.api_key_env, "[embedding] api_key_env") if settings.api_key_env else None
-        resp = httpx.get(f"{str(settings.url).rstrip('/')}/models", timeout=5,
-                         headers={"authorization": f"Bearer {key}"} if key else None)
-        if resp.status_code in (401, 403):
-            report.add("embedding", False, f"the embedding server at {redact_url(settings.url)} refuses the key "
-                                           f"(HTTP {resp.status_code}): check {settings.api_key_env}")
-        else:
-            report.add("embedding", True, f"embedding server at {redact_url(settings.url)} answers (HTTP {resp.status_code})")
-    except RagsyncError as exc:
-        report.add("embedding", False, str(exc))
-    except httpx.HTTPError as exc:
-        report.add("embedding", False, f"cannot reach the embedding server at {redact_url(settings.url)}: {type(exc).__name__}")
+    report.add("embedding", *PROVIDERS[config.embedding.provider].check(config.embedding))
 
 
 def _source(config: Config, name: str, http: httpx.Client, report: Report) -> None:

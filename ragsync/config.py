@@ -14,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from connectors import connector_class
+from ragsync.embed import PROVIDERS, EmbeddingConfig
 from ragsync.errors import ConfigError
 from ragsync.keywords import check_language
 from ragsync.source import SourceConfig, env_secret, strong_token
 
 _TOP_KEYS = {"data_dir", "server", "qdrant", "queue", "chunking", "reconcile", "embedding", "search", "sources"}
 MODES = ("hybrid", "dense", "keyword")      # search modes (search.py), the first the default
-PROVIDERS = ("local", "openai")
-BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
-DEFAULT_BACKEND = "onnx-int8"           # measured: scripts/bench-embed, README "Embedding"
 _SOURCE_KEYS = {"name", "type", "base_url", "webhook_secret_env", "allow_ips", "rate_limit_per_s", "rate_limit_burst"}
 # Each table's keys → the Config field each sets; a field's type and default are the dataclass's.
 _TABLES = {
@@ -36,23 +34,6 @@ _TABLES = {
     "reconcile": {k: k for k in ("max_delete_share", "delete_floor", "delete_window_s", "poll_interval_s", "audit_interval_s")},
 }
 _KINDS: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
-
-
-@dataclass(frozen=True)
-class EmbeddingConfig:
-    """`[embedding]`: a local model (the packaged all-MiniLM-L6-v2 by default) or an
-    OpenAI-compatible embedding server."""
-    provider: str = "local"
-    backend: str = DEFAULT_BACKEND          # local only
-    model: str | None = None                # local: a folder or hub id; openai: the model name sent
-    url: str | None = None                  # openai: e.g. http://gpu-box:8080/v1
-    api_key_env: str | None = None
-    batch_size: int | None = None           # texts per model call / request (local 8, openai 64)
-    timeout_s: float = 30.0
-    max_concurrency: int = 4                # requests in flight to the server
-    threads: int | None = None              # local: CPU threads for the model in this process (None: all cores)
-    query_prefix: str = ""                  # e5: "query: ", bge: "Represent this sentence ...: "
-    document_prefix: str = ""               # e5: "passage: "
 
 
 @dataclass(frozen=True)
@@ -221,23 +202,15 @@ def _settings(cls: type, table: dict[str, Any], keys: dict[str, str]) -> dict[st
 
 
 def _embedding(table: dict[str, Any], keys: dict[str, str]) -> EmbeddingConfig:
+    """The provider's own class checks what only it reads (embed.PROVIDERS)."""
     settings = EmbeddingConfig(**_settings(EmbeddingConfig, table, keys))
     if settings.provider not in PROVIDERS:
         raise ConfigError(f"[embedding] provider must be one of {', '.join(PROVIDERS)}, got {settings.provider!r}")
-    if settings.backend not in BACKENDS:
-        raise ConfigError(f"[embedding] backend must be one of {', '.join(BACKENDS)}, got {settings.backend!r}")
-    if settings.provider == "openai":
-        if "backend" in table:
-            raise ConfigError('[embedding] backend applies to provider "local" only')
-        for key in ("url", "model"):
-            if not table.get(key):
-                raise ConfigError(f'[embedding] provider "openai" needs {key}')
-        if not str(table["url"]).startswith(("http://", "https://")):
-            raise ConfigError(f"[embedding] url must start with http:// or https://, got {table['url']!r}")
     for key in ("batch_size", "max_concurrency", "timeout_s", "threads"):
         value = getattr(settings, key)
         if value is not None and value <= 0:
             raise ConfigError(f"[embedding] {key} must be positive, got {value!r}")
+    PROVIDERS[settings.provider].validate(settings, table)
     return settings
 
 

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +25,7 @@ import httpx
 import numpy as np
 
 from ragsync.answer import AnswerTooLarge, bounded
-from ragsync.config import EmbeddingConfig
+from ragsync.backends import BACKENDS, DEFAULT_BACKEND
 from ragsync.errors import ConfigError, RagsyncError, Waiting
 from ragsync.retry import backoff, retry_after, transient
 from ragsync.source import env_secret, redact_url
@@ -37,6 +38,23 @@ ANSWER_BYTES_BASE = 1 << 20                     # an /embeddings answer may hold
 ANSWER_BYTES_PER_TEXT = 128 << 10               # plus this per text (4,096 floats as JSON fit)
 
 
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """`[embedding]`: a local model (the packaged all-MiniLM-L6-v2 by default) or an
+    OpenAI-compatible embedding server."""
+    provider: str = "local"
+    backend: str = DEFAULT_BACKEND          # local only (backends.BACKENDS)
+    model: str | None = None                # local: a folder or hub id; openai: the model name sent
+    url: str | None = None                  # openai: e.g. http://gpu-box:8080/v1
+    api_key_env: str | None = None
+    batch_size: int | None = None           # texts per model call / request (local 8, openai 64)
+    timeout_s: float = 30.0
+    max_concurrency: int = 4                # requests in flight to the server
+    threads: int | None = None              # local: CPU threads for the model in this process (None: all cores)
+    query_prefix: str = ""                  # e5: "query: ", bge: "Represent this sentence ...: "
+    document_prefix: str = ""               # e5: "passage: "
+
+
 class EmbedderUnavailable(Waiting):
     """The embedding server did not answer usefully after a few tries: the pass waits in the
     queue (retried with backoff, never parked), like a Qdrant outage."""
@@ -47,9 +65,22 @@ class EmbedderUnavailable(Waiting):
 class Embedder:
     """Base class. `dim` and `identity` may cost a model load or a server request, once."""
 
-    provider = ""
+    provider = ""                               # its name in `[embedding] provider` (PROVIDERS)
     on_batch: Callable[[str, int, float], None] = staticmethod(lambda provider, n, seconds: None)
     on_error: Callable[[str, str], None] = staticmethod(lambda provider, kind: None)
+
+    @classmethod
+    def validate(cls, settings: EmbeddingConfig, table: dict[str, Any]) -> None:
+        """Refuse at load time an `[embedding]` table this provider cannot run (ConfigError)."""
+
+    @classmethod
+    def create(cls, settings: EmbeddingConfig, data_dir: Path) -> Embedder:
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, settings: EmbeddingConfig) -> tuple[bool, str]:
+        """`ragsync check`'s line for this provider: can it embed, and if not what to do."""
+        raise NotImplementedError
 
     def __init__(self, settings: EmbeddingConfig) -> None:
         self.settings = settings
@@ -102,6 +133,22 @@ class Embedder:
 class LocalEmbedder(Embedder):
     provider = "local"
 
+    @classmethod
+    def validate(cls, settings: EmbeddingConfig, table: dict[str, Any]) -> None:
+        if settings.backend not in BACKENDS:
+            raise ConfigError(f"[embedding] backend must be one of {', '.join(BACKENDS)}, got {settings.backend!r}")
+
+    @classmethod
+    def create(cls, settings: EmbeddingConfig, data_dir: Path) -> Embedder:
+        """ONNX exports go to `<data_dir>/models`, or to RAGSYNC_MODEL_CACHE when several
+        data_dirs on one machine (or a test suite) should share them."""
+        return cls(settings, Path(os.environ.get("RAGSYNC_MODEL_CACHE") or data_dir / "models"))
+
+    @classmethod
+    def check(cls, settings: EmbeddingConfig) -> tuple[bool, str]:
+        return True, f"local model, backend {settings.backend}" + (f", {settings.threads} thread(s)"
+                                                                    if settings.threads else "")
+
     def __init__(self, settings: EmbeddingConfig, cache_dir: Path) -> None:
         super().__init__(settings)
         self.cache_dir = cache_dir              # where ONNX exports are kept
@@ -140,20 +187,20 @@ class LocalEmbedder(Embedder):
     @cached_property
     def runner(self) -> Callable[[list[str]], np.ndarray]:
         """texts (one slice) → normalised vectors; built once, on first use."""
-        from ragsync import model                 # heavy imports only when a model is needed
-        return model.build(self.settings.backend, self.model_dir, self.cache_dir, self.batch_size,
+        from ragsync import backends              # heavy imports only when a model is needed
+        return backends.build(self.settings.backend, self.model_dir, self.cache_dir, self.batch_size,
                            self.settings.threads)
 
     @cached_property
     def dim(self) -> int:
         """From the folder's pooling config when it says (no model load); else one probe."""
-        from ragsync import model
-        return model.declared_dim(self.model_dir) or len(self.encode(["dimension probe"])[0])
+        from ragsync import backends
+        return backends.declared_dim(self.model_dir) or len(self.encode(["dimension probe"])[0])
 
     @property
     def identity(self) -> dict[str, Any]:
-        from ragsync import model
-        ident: dict[str, Any] = {"model": self.model_name, "model_revision": model.revision(self.model_dir),
+        from ragsync import backends
+        ident: dict[str, Any] = {"model": self.model_name, "model_revision": backends.revision(self.model_dir),
                                  "dim": self.dim}
         if self.settings.backend != "torch":    # torch-built indexes keep the stamp they had
             ident["backend"] = self.settings.backend
@@ -182,6 +229,36 @@ class OpenAIEmbedder(Embedder):
     the pass waits in the queue until the server is back."""
 
     provider = "openai"
+
+    @classmethod
+    def validate(cls, settings: EmbeddingConfig, table: dict[str, Any]) -> None:
+        if "backend" in table:
+            raise ConfigError('[embedding] backend applies to provider "local" only')
+        for key in ("url", "model"):
+            if not table.get(key):
+                raise ConfigError(f'[embedding] provider "openai" needs {key}')
+        if not str(table["url"]).startswith(("http://", "https://")):
+            raise ConfigError(f"[embedding] url must start with http:// or https://, got {table['url']!r}")
+
+    @classmethod
+    def create(cls, settings: EmbeddingConfig, data_dir: Path) -> Embedder:
+        return cls(settings)
+
+    @classmethod
+    def check(cls, settings: EmbeddingConfig) -> tuple[bool, str]:
+        where = redact_url(str(settings.url))
+        try:
+            key = env_secret(settings.api_key_env, "[embedding] api_key_env") if settings.api_key_env else None
+            resp = httpx.get(f"{str(settings.url).rstrip('/')}/models", timeout=5,
+                             headers={"authorization": f"Bearer {key}"} if key else None)
+        except RagsyncError as exc:
+            return False, str(exc)
+        except httpx.HTTPError as exc:
+            return False, f"cannot reach the embedding server at {where}: {type(exc).__name__}"
+        if resp.status_code in (401, 403):
+            return False, (f"the embedding server at {where} refuses the key (HTTP {resp.status_code}): "
+                           f"check {settings.api_key_env}")
+        return True, f"embedding server at {where} answers (HTTP {resp.status_code})"
 
     def __init__(self, settings: EmbeddingConfig) -> None:
         super().__init__(settings)
@@ -309,9 +386,8 @@ def _error_text(resp: httpx.Response) -> str:
     return (resp.text.strip().splitlines() or [""])[0][:200]
 
 
+PROVIDERS: dict[str, type[Embedder]] = {cls.provider: cls for cls in (LocalEmbedder, OpenAIEmbedder)}
+
+
 def open_embedder(settings: EmbeddingConfig, data_dir: Path) -> Embedder:
-    """ONNX exports go to `<data_dir>/models`, or to RAGSYNC_MODEL_CACHE when several data_dirs
-    on one machine (or a test suite) should share them."""
-    if settings.provider == "openai":
-        return OpenAIEmbedder(settings)
-    return LocalEmbedder(settings, Path(os.environ.get("RAGSYNC_MODEL_CACHE") or data_dir / "models"))
+    return PROVIDERS[settings.provider].create(settings, data_dir)

@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 from ragsync import config as config_mod  # noqa: E402
 from ragsync import reconcile  # noqa: E402
 from ragsync.chunk import Chunker  # noqa: E402
-from ragsync.config import Config, EmbeddingConfig  # noqa: E402
+from ragsync.config import Config  # noqa: E402
+from ragsync.embed import EmbeddingConfig  # noqa: E402
 from ragsync.daemon import Daemon  # noqa: E402
 from ragsync.embed import LocalEmbedder  # noqa: E402
 from ragsync.extract import extract  # noqa: E402

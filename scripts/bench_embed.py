@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.support import run_main  # noqa: E402
 
+from ragsync.backends import BACKENDS  # noqa: E402
+
 CORPUS = ROOT.parent / "shared" / "corpus" / "rust-docs.jsonl"
-BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
 
 
 def rss_mb() -> float:
@@ -45,7 +46,7 @@ def chunk_texts(rows: list[dict]) -> list[str]:
 def page_chunks(rows: list[dict]) -> list[tuple[str, int]]:
     """(embedded text, index of its page) for every chunk ragsync makes of the corpus."""
     from ragsync.chunk import Chunker
-    from ragsync.config import EmbeddingConfig
+    from ragsync.embed import EmbeddingConfig
     from ragsync.embed import LocalEmbedder
     from ragsync.extract import extract
     chunker = Chunker(LocalEmbedder(EmbeddingConfig(), Path(".")).tokenizer_file, 200)
@@ -59,7 +60,7 @@ def query_pages(rows: list[dict]) -> list[int]:
 
 def encode_one(backend: str, out: Path, rows: list[dict], cache: Path) -> dict:
     """Child: encode every chunk and 50 queries with one backend; vectors to `out`."""
-    from ragsync.config import EmbeddingConfig
+    from ragsync.embed import EmbeddingConfig
     from ragsync.embed import LocalEmbedder
     texts = chunk_texts(rows)
     queries = [rows[i]["title"] for i in query_pages(rows)]
@@ -141,7 +142,7 @@ def main() -> None:
         kind, spec = args.child
         tmp = Path(tempfile.mkdtemp(prefix="ragsync-bench-embed-"))
         if kind == "prepare":
-            from ragsync.config import EmbeddingConfig
+            from ragsync.embed import EmbeddingConfig
             from ragsync.embed import LocalEmbedder
             began = time.perf_counter()
             LocalEmbedder(EmbeddingConfig(backend=spec), Path(os.environ["RAGSYNC_MODEL_CACHE"])).load()

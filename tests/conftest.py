@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ragsync.config import EmbeddingConfig
-from ragsync.embed import Embedder, LocalEmbedder
+from ragsync.embed import Embedder, EmbeddingConfig, LocalEmbedder
 from tests.fakes import FakeWordPress
 from tests.support import ADMIN_TOKEN, SECRET, SECRET_ENV, Harness, free_port, wait_for, wp_source, write_config
 

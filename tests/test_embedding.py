@@ -15,8 +15,7 @@ import pytest
 
 from ragsync import config as config_mod
 from ragsync import reindex
-from ragsync.config import EmbeddingConfig
-from ragsync.embed import LocalEmbedder
+from ragsync.embed import EmbeddingConfig, LocalEmbedder
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError
 from tests.support import Harness, free_port, page_html, run_cli, wait_for, words, wp_source, write_config

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from ragsync.config import EmbeddingConfig
-from ragsync.embed import EmbedderUnavailable, OpenAIEmbedder
+from ragsync.embed import EmbedderUnavailable, EmbeddingConfig, OpenAIEmbedder
 from tests.fakes import FakeEmbeddingServer
 from tests.support import run_cli, page_html, wait_for, words, wp_source
 

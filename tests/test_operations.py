@@ -189,7 +189,7 @@ def test_metrics_move_with_traffic(daemon, wp):
 
 def test_readyz_is_false_until_the_model_is_loaded(tmp_path, wp, model_cache):
     from ragsync import config as config_mod
-    from ragsync.config import EmbeddingConfig
+    from ragsync.embed import EmbeddingConfig
     from ragsync.embed import LocalEmbedder
     from ragsync.engine import Engine
     from ragsync.web import create_app

