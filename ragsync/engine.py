@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
@@ -29,38 +28,11 @@ from ragsync.notes import open_notes
 from ragsync.pipeline import Outcome, Pipeline
 from ragsync.queue import WorkQueue
 from ragsync.search import PageResult, Probe, SearchResult, nearest, nearest_pages, weights
+from ragsync.snapshot import Snapshot, take
 
 log = logging.getLogger("ragsync.engine")
 
 HTTP_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
-
-
-@dataclass(frozen=True)
-class SourceState:
-    pages_live: int
-    pages_gone: int
-    points: int
-    deletions_held: int
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the engine holds and owes, read once from each source of truth: `ragsync
-    status` shows it and /metrics exports it, so the two never disagree."""
-    points: int
-    pending: int
-    oldest_pending_s: float
-    queue_depth: int
-    dead: int
-    chunks_embedded: int
-    writes: int
-    sources: dict[str, SourceState]
-    reconcile: dict[str, dict[str, float]]
-    polling: dict[str, dict[str, dict[str, Any]]]        # source → {"poll": ..., "audit": ...}: the last runs
-    collection: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Engine:
@@ -88,14 +60,14 @@ class Engine:
             name: connector_class(src.type)(src, self.http) for name, src in config.sources.items()}
         self._shadow: Pipeline | None = None       # a reindex's new collection: passes go there too
         self.key_locks = [threading.Lock() for _ in range(64)]   # one pass per key at a time (passes, reindex)
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.snapshot)
+        self.embedder.on_batch, self.embedder.on_error = self.metrics.embedded_batch, self.metrics.embed_error
         self.guard = DeletionGuard(config.max_delete_share, config.delete_window_s, config.delete_floor)
         self.queue = WorkQueue(config.data_dir, self._pass, redis_url=config.redis_url,
                                max_attempts=config.max_attempts, backoff_base_s=config.backoff_base_s,
                                backoff_max_s=config.backoff_max_s, lease_s=config.lease_s)
         self.queue.on_outcome = self.metrics.pass_done
         self.notes = open_notes(config.data_dir, config.redis_url)   # shared: reconcile figures, poll clocks, leases
-        self.metrics.bind(self)
 
     @cached_property
     def fingerprint(self) -> dict[str, Any]:
@@ -246,23 +218,8 @@ class Engine:
         cached = self._snapshot
         if cached is not None and cached[1] == key and time.monotonic() - cached[0] <= max_age_s:
             return cached[2]
-        pending, oldest, dead = summary
-        sources = {}
-        for name in self.config.sources:
-            sources[name] = SourceState(pages_live=store.count_pages(name, "live"),
-                                        pages_gone=store.count_pages(name, "gone"),
-                                        points=store.count_chunks({"metadata.source": name}),
-                                        deletions_held=len(self.guard.held[name]))
-        stamp = store.fingerprint()
-        polls = {clock: self.notes.get(clock) for clock in ("poll", "audit")}
-        snap = Snapshot(
-            points=store.count_chunks(), pending=pending, oldest_pending_s=round(time.time() - oldest if oldest else 0.0, 3),
-            queue_depth=self.queue.depth(), dead=dead, chunks_embedded=self.embedder.embedded,
-            writes=store.writes, sources=sources, reconcile=self.notes.get("reconcile"),
-            polling={name: {clock: notes[name] for clock, notes in polls.items() if name in notes}
-                     for name in self.config.sources},
-            collection={"name": self.config.collection, "physical": self._live or None, "fingerprint": stamp,
-                        "config_matches": stamp in (None, self.fingerprint), "store": store.layout()})
+        snap = take(self.config, store, summary, self.queue.depth(), self.notes, self.guard, self.embedder.embedded,
+                    self._live or None, self.fingerprint)
         self._snapshot = (time.monotonic(), key, snap)
         return snap
 

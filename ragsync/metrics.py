@@ -7,16 +7,18 @@ from __future__ import annotations
 import time
 from collections import Counter as Tally
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ragsync.snapshot import SNAPSHOT_AGE_S
 from ragsync.times import epoch
 
 if TYPE_CHECKING:
-    from ragsync.engine import Engine
     from ragsync.pipeline import Outcome
+    from ragsync.snapshot import Snapshot
 
 disable_created_metrics()              # no `_created` twin for every counter: scrapes stay short
 CHANGED = ("indexed", "updated", "tombstoned")
@@ -25,7 +27,8 @@ FRESHNESS_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 8
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, snapshot: Callable[[float], Snapshot]) -> None:
+        """`snapshot(max_age_s)`: what a scrape reads for the values that have a source of truth."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.webhooks = Counter("ragsync_webhooks_total", "Webhook deliveries accepted", ["source"], registry=r)
@@ -56,15 +59,20 @@ class Metrics:
         self.webhook_at: dict[str, float] = {}       # source → when its last delivery was accepted
         self.changed_at: dict[str, float] = {}       # source → when a pass last changed the index
         self.recent: deque[tuple[float, str, float]] = deque(maxlen=RECENT)   # (when, source, freshness s)
-
-    def bind(self, engine: Engine) -> None:
-        self.registry.register(_Scraped(engine, self))
-        engine.embedder.on_batch = self.embedded_batch
-        engine.embedder.on_error = lambda provider, kind: self.embed_errors.labels(provider, kind).inc()
+        r.register(_Scraped(snapshot, self))
 
     def embedded_batch(self, provider: str, texts: int, seconds: float) -> None:
         self.embed_seconds.labels(provider).observe(seconds)
         self.embed_texts.labels(provider).inc(texts)
+
+    def embed_error(self, provider: str, kind: str) -> None:
+        self.embed_errors.labels(provider, kind).inc()
+
+    def catch_rate(self, source: str) -> float | None:
+        """The share of the changes applied since start that reconcile or polling found first
+        (what the webhooks missed); None before any change."""
+        changed = self.changes[source]
+        return min(1.0, self.caught_here[source] / changed) if changed else None
 
     def webhook(self, source: str) -> None:
         self.webhooks.labels(source).inc()
@@ -118,17 +126,14 @@ def quantiles(values: list[float]) -> tuple[float, float] | None:
     return pick(0.5), pick(0.95)
 
 
-SNAPSHOT_AGE_S = 1.0                   # a scrape (or a status page) reuses a snapshot this young
-
-
 class _Scraped:
     """Values read from their source of truth at each scrape."""
 
-    def __init__(self, engine: Engine, metrics: Metrics) -> None:
-        self.engine, self.metrics = engine, metrics
+    def __init__(self, snapshot: Callable[[float], Snapshot], metrics: Metrics) -> None:
+        self.snapshot, self.metrics = snapshot, metrics
 
     def collect(self):
-        snap, now = self.engine.snapshot(max_age_s=SNAPSHOT_AGE_S), time.time()
+        snap, now = self.snapshot(SNAPSHOT_AGE_S), time.time()
         yield _gauge("ragsync_pending_keys", "Keys waiting for or in a pass", snap.pending)
         yield _gauge("ragsync_queue_depth", "Tasks in the huey queue (coalesced keys share one)", snap.queue_depth)
         yield _gauge("ragsync_oldest_pending_seconds", "Age of the oldest pending key", snap.oldest_pending_s)
@@ -149,8 +154,7 @@ class _Scraped:
             pages.add_metric([source, "live"], state.pages_live)
             pages.add_metric([source, "gone"], state.pages_gone)
             held.add_metric([source], state.deletions_held)
-            changed, caught = self.metrics.changes[source], self.metrics.caught_here[source]
-            rate.add_metric([source], min(1.0, caught / changed) if changed else 0.0)
+            rate.add_metric([source], self.metrics.catch_rate(source) or 0.0)
             for clock, note in snap.polling.get(source, {}).items():
                 if note.get("ok_at"):
                     age.add_metric([source, clock], max(0.0, now - note["ok_at"]))

@@ -23,7 +23,7 @@ from ragsync.embed import Embedder
 from ragsync.engine import Engine
 from ragsync.errors import RagsyncError, Rejected
 from ragsync.index import ID_LISTS, SearchFilter, embedded_root
-from ragsync.metrics import SNAPSHOT_AGE_S
+from ragsync.snapshot import SNAPSHOT_AGE_S
 from ragsync.times import iso_utc, utcnow
 
 DAEMON_WAIT_S = 60                  # for a daemon that holds the data_dir to answer

@@ -22,7 +22,8 @@ from ragsync.errors import Rejected
 from ragsync.fingerprint import short
 from ragsync.index import describe
 from ragsync.mcp import TOOLS
-from ragsync.metrics import SNAPSHOT_AGE_S, quantiles
+from ragsync.metrics import quantiles
+from ragsync.snapshot import SNAPSHOT_AGE_S
 from ragsync.openapi import document
 from ragsync.operations import Local
 
@@ -209,7 +210,7 @@ def _render(nonce: str, query: str) -> str:
         samples = metrics.freshness_by_hour(name, now)
         hours = [quantiles(values) for values in samples]
         hour, day = hours[-1], quantiles([s for values in samples for s in values])
-        changed, caught = metrics.changes[name], metrics.caught_here[name]
+        caught = metrics.catch_rate(name)
         clocks = " / ".join(_ago(polls.get(c, {}).get("ok_at")) for c in ("poll", "audit"))
         last = (f'{_ago(rec.get("at"))}, listed {rec.get("listed", 0):.0f}, caught {rec.get("caught_total", 0):.0f}'
                 + (f' — <b class=bad>{escape(str(rec.get("error")))}</b>' if rec.get("error") else "")) if rec else "never"
@@ -218,7 +219,7 @@ def _render(nonce: str, query: str) -> str:
             f'<td>{s["points"]}</td><td>{s["deletions_held"]}</td><td>{_ago(metrics.webhook_at.get(name))}</td>'
             f'<td>{clocks}</td><td>{last}</td>'
             f'<td>{" / ".join(map(_seconds, hour)) if hour else "–"}</td><td>{" / ".join(map(_seconds, day)) if day else "–"}</td>'
-            f'<td>{f"{caught / changed:.0%}" if changed else "–"}</td><td>{_chart(name, hours)}</td>'
+            f'<td>{"–" if caught is None else f"{caught:.0%}"}</td><td>{_chart(name, hours)}</td>'
             + (f'<td>{_form("/status/reconcile", "reconcile now", csrf, source=name)}</td>' if admin else "") + '</tr>')
     out.append('</table><h2>Dead-letter queue</h2>')
     parked = [p.__dict__ for p in engine.queue.dead(limit=DLQ_SHOWN)]
