@@ -38,7 +38,7 @@ def _write(store, vectors: np.ndarray, copy: int = 0, text=lambda i: f"chunk {i}
 
 def _index_memory(store: EdgeStore) -> set[str]:
     """Where the engine keeps each payload index of both shards, as it reports it."""
-    infos = [*store.chunks.info().payload_schema.values(), *store.pages_shard.info().payload_schema.values()]
+    infos = [*store._chunks.info().payload_schema.values(), *store._pages.info().payload_schema.values()]
     return {str(getattr(i.params, "memory", None) or "default").removeprefix("Memory.") for i in infos}
 
 
