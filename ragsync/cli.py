@@ -21,6 +21,7 @@ from ragsync import logs
 from ragsync.config import Config
 from ragsync.errors import RagsyncError
 from ragsync.index import describe
+from ragsync.times import ago
 
 
 def main() -> None:
@@ -292,10 +293,7 @@ def _ago(note: dict[str, Any]) -> str:
     """A clock's last run for the status table: its age, or that it failed."""
     if note.get("error") and note.get("at", 0) > note.get("ok_at", 0):
         return "failed"
-    if not note.get("ok_at"):
-        return "never"
-    seconds = time.time() - note["ok_at"]
-    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+    return ago(note.get("ok_at"))
 
 
 def _key(text: str) -> tuple[str, str]:

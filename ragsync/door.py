@@ -10,6 +10,7 @@ import threading
 import time
 from collections import OrderedDict
 from ipaddress import IPv6Address, IPv6Network
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flask import current_app, request
@@ -18,8 +19,22 @@ from ragsync.config import Config
 from ragsync.errors import Rejected
 from ragsync.source import parse_address, within
 
+if TYPE_CHECKING:
+    from ragsync.engine import Engine
+    from ragsync.operations import Local
+
 MAX_BUCKETS = 10_000                  # rate-limit buckets kept; the least recently used go first
 LOCAL_NAMES = ("localhost",)
+
+
+def current_engine() -> Engine:
+    """The engine of the app serving this request."""
+    return current_app.extensions["ragsync"]
+
+
+def current_ops() -> Local:
+    """The operations layer over that engine (what every view calls)."""
+    return current_app.extensions["ragsync.operations"]
 
 
 def same(given: str, expected: str) -> bool:

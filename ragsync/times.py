@@ -3,6 +3,7 @@ compare correctly as strings (in Python and in Qdrant payload filters alike)."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 
@@ -38,3 +39,11 @@ def utcnow() -> str:
 def epoch(iso: str) -> float:
     """Seconds since the epoch of a time written by iso_utc."""
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def ago(at: float | None) -> str:
+    """How long ago an epoch time was, for people: "never", "12 s ago", "3 min ago", "1.5 h ago"."""
+    if not at:
+        return "never"
+    s = max(0.0, time.time() - at)
+    return f"{s:.0f} s ago" if s < 120 else f"{s / 60:.0f} min ago" if s < 7200 else f"{s / 3600:.1f} h ago"

@@ -12,7 +12,8 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from connectors.base import Delivery
-from ragsync.door import RateLimiter, bearer, charge_search, client, host_allowed, origin_allowed, same
+from ragsync.door import (RateLimiter, bearer, charge_search, client, current_engine, current_ops, host_allowed,
+                          origin_allowed, same)
 from ragsync.engine import Engine
 from ragsync.mcp import Bridge
 from ragsync.errors import RagsyncError, Rejected
@@ -75,13 +76,6 @@ def create_app(engine: Engine, worker: bool = False) -> Flask:
 LOG_LINES_PER_S = 2.0                  # accepted deliveries logged at INFO per source; the rest at DEBUG
 
 
-def _engine() -> Engine:
-    return current_app.extensions["ragsync"]
-
-
-def _ops() -> Local:
-    return current_app.extensions["ragsync.operations"]
-
 
 def _args() -> dict:
     """An admin POST's JSON object (an empty one when there is none)."""
@@ -98,7 +92,7 @@ def _reason(exc: HTTPException) -> str:
 @webhooks.post("/webhooks/<source>")
 def receive(source: str):
     """Check, verify, parse to keys, record durably, answer 202. No fetching or embedding here."""
-    engine = _engine()
+    engine = current_engine()
     connector = engine.connectors.get(source)
     if connector is None:
         return jsonify(error=f"unknown source {source!r}"), 404
@@ -143,7 +137,7 @@ def _target() -> str:
 
 @search.before_request
 def require_search_token():
-    config = _engine().config
+    config = current_engine().config
     token = config.search_token()
     if token is not None and not same(bearer(), token):
         return jsonify(error="bad or missing search API key (Authorization: Bearer ...)"), 401
@@ -160,23 +154,23 @@ def query():
     q = request.args.get("q", "")
     filters = {k: request.args.get(k) for k in ("source", "url_prefix", "modified_after", "modified_before", "group",
                                                 "mode")}
-    results = _ops().search(q, limit, **filters)
+    results = current_ops().search(q, limit, **filters)
     return jsonify(query=q.strip(), **({"group": "page"} if filters["group"] == "page" else {}), results=results)
 
 
 @search.get("/pages/<source>/<path:doc_id>")
 def document(source: str, doc_id: str):
-    return jsonify(_ops().document(source, doc_id))
+    return jsonify(current_ops().document(source, doc_id))
 
 
 @search.get("/sources")
 def sources():
-    return jsonify(sources=_ops().sources())
+    return jsonify(sources=current_ops().sources())
 
 
 @search.get("/index/status")
 def index_status():
-    return jsonify(_ops().index_status())
+    return jsonify(current_ops().index_status())
 
 
 @search.post("/mcp")
@@ -185,7 +179,7 @@ def mcp():
     Host); a browser page of a site not named in [server] allowed_hosts may not call them.
     POST only: stateless, the server never speaks first, so there is no GET stream (405, as the
     protocol lets a server answer) to hold an HTTP thread open."""
-    if not origin_allowed(_engine().config):
+    if not origin_allowed(current_engine().config):
         return jsonify(error="unknown Origin: add its host to [server] allowed_hosts"), 403
     return current_app.extensions["ragsync.mcp"].wsgi
 
@@ -194,12 +188,12 @@ def mcp():
 
 @health.get("/healthz")
 def healthz():
-    return jsonify(status="ok", service="ragsync", instance=_engine().instance)
+    return jsonify(status="ok", service="ragsync", instance=current_engine().instance)
 
 
 @health.get("/readyz")
 def readyz():
-    engine = _engine()
+    engine = current_engine()
     if (problem := engine.embedder.ready()) is not None:
         return jsonify(status="not ready", error=problem), 503
     try:
@@ -212,7 +206,7 @@ def readyz():
 
 @health.get("/metrics")
 def metrics():
-    engine = _engine()
+    engine = current_engine()
     return Response(engine.metrics.render(), mimetype="text/plain; version=0.0.4")
 
 
@@ -220,9 +214,9 @@ def metrics():
 
 @admin.before_request
 def require_token():
-    token = _engine().config.admin_token()
+    token = current_engine().config.admin_token()
     if token is None:
-        return jsonify(error=f"admin API disabled: set {_engine().config.admin_token_env}"), 403
+        return jsonify(error=f"admin API disabled: set {current_engine().config.admin_token_env}"), 403
     if not same(bearer(), token):
         return jsonify(error="bad or missing bearer token"), 401
     return None
@@ -230,42 +224,42 @@ def require_token():
 
 @admin.get("/status")
 def status():
-    return jsonify(_ops().status())
+    return jsonify(current_ops().status())
 
 
 @admin.get("/pages/<source>/<path:doc_id>")
 def page(source: str, doc_id: str):
-    return jsonify(_ops().page(source, doc_id))
+    return jsonify(current_ops().page(source, doc_id))
 
 
 @admin.get("/export")
 def export():
-    return Response((line + "\n" for line in _ops().export()), mimetype="application/x-ndjson")
+    return Response((line + "\n" for line in current_ops().export()), mimetype="application/x-ndjson")
 
 
 @admin.post("/reconcile")
 def reconcile():
     args = _args()
-    return jsonify(reports=_ops().reconcile(args.get("source") or None, dry_run=bool(args.get("dry_run")),
+    return jsonify(reports=current_ops().reconcile(args.get("source") or None, dry_run=bool(args.get("dry_run")),
                                             force=bool(args.get("force"))))
 
 
 @admin.post("/reindex")
 def reindex():
     args = _args()
-    return jsonify(_ops().reindex(args.get("source") or None, drop_old=bool(args.get("drop_old"))))
+    return jsonify(current_ops().reindex(args.get("source") or None, drop_old=bool(args.get("drop_old"))))
 
 
 @admin.get("/dlq")
 def dlq_list():
-    return jsonify(parked=_ops().dlq())
+    return jsonify(parked=current_ops().dlq())
 
 
 @admin.post("/dlq/replay")
 def dlq_replay():
-    return jsonify(replayed=_ops().replay(_args().get("keys")))
+    return jsonify(replayed=current_ops().replay(_args().get("keys")))
 
 
 @admin.post("/dlq/drop")
 def dlq_drop():
-    return jsonify(dropped=_ops().drop(_args().get("keys")))
+    return jsonify(dropped=current_ops().drop(_args().get("keys")))
