@@ -54,6 +54,18 @@ def session(client: Client, steps: Callable[[Client], Awaitable[Any]]) -> Any:
     return asyncio.run(run())
 
 
+def three_pages_behind_a_key(wp, daemon_factory, monkeypatch) -> tuple[Harness, list[dict]]:
+    """A daemon with a search key, holding three chapters of the Rust book (posts 1, 2, 3)."""
+    monkeypatch.setenv("T_SEARCH_KEY", TOKEN)
+    daemon = daemon_factory(wp_source(wp), 'search_token_env = "T_SEARCH_KEY"')
+    pages = corpus("ch08-03-hash-maps", "ch16-02-message-passing", "ch15-01-box")
+    for post_id, page in enumerate(pages, 1):
+        wp.publish(post_id, page["title"], page["html"])
+        daemon.wp_event(post_id)
+    daemon.idle()
+    return daemon, pages
+
+
 def answer(result) -> dict:
     assert not result.is_error, result.content[0].text
     return result.structured_content
@@ -65,13 +77,7 @@ def refusal(result) -> str:
 
 
 def test_an_agent_searches_reads_and_sees_each_change_over_http(wp, daemon_factory, monkeypatch):
-    monkeypatch.setenv("T_SEARCH_KEY", TOKEN)
-    daemon = daemon_factory(wp_source(wp), 'search_token_env = "T_SEARCH_KEY"')
-    pages = corpus("ch08-03-hash-maps", "ch16-02-message-passing", "ch15-01-box")
-    for post_id, page in enumerate(pages, 1):
-        wp.publish(post_id, page["title"], page["html"])
-        daemon.wp_event(post_id)
-    daemon.idle()
+    daemon, pages = three_pages_behind_a_key(wp, daemon_factory, monkeypatch)
 
     async def look(c: Client) -> tuple:
         tools = (await c.list_tools()).tools
@@ -221,13 +227,7 @@ def test_langchain_and_llamaindex_retrievers_read_the_daemon_with_its_token(wp, 
     from ragsync.langchain import RagsyncRetriever as LangChainRetriever
     from ragsync.llamaindex import RagsyncRetriever as LlamaIndexRetriever
 
-    monkeypatch.setenv("T_SEARCH_KEY", TOKEN)
-    daemon = daemon_factory(wp_source(wp), 'search_token_env = "T_SEARCH_KEY"')
-    pages = corpus("ch08-03-hash-maps", "ch16-02-message-passing", "ch15-01-box")
-    for post_id, page in enumerate(pages, 1):
-        wp.publish(post_id, page["title"], page["html"])
-        daemon.wp_event(post_id)
-    daemon.idle()
+    daemon, pages = three_pages_behind_a_key(wp, daemon_factory, monkeypatch)
     question = "send a value down a channel to another thread"
 
     docs = LangChainRetriever(url=daemon.url, token=TOKEN, k=3).invoke(question)
