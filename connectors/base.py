@@ -169,14 +169,15 @@ class Connector:
         except AnswerTooLarge:
             raise TooLarge(url) from None
         except httpx.TimeoutException:
-            raise FetchError(f"{self.source.name}: timeout fetching {url}", transient=True) from None
+            raise FetchError(f"{self.source.name}: timeout fetching {url}", transient=True, outage=True) from None
         except httpx.HTTPError as exc:
-            raise FetchError(f"{self.source.name}: cannot reach {url}: {type(exc).__name__}", transient=True) from None
+            raise FetchError(f"{self.source.name}: cannot reach {url}: {type(exc).__name__}", transient=True,
+                             outage=True) from None
         if resp.status_code < 300 or resp.status_code in (401, 403, 404, 410):
             return resp
         transient = retry.transient(resp.status_code)
         raise FetchError(f"{self.source.name}: HTTP {resp.status_code} from {url}",
-                         transient=transient, retry_after=retry.retry_after(resp.headers))
+                         transient=transient, retry_after=retry.retry_after(resp.headers), outage=transient)
 
 
 MAX_ANSWER_BYTES = 32 * 1024 * 1024      # a CMS answer, after decompression

@@ -28,7 +28,8 @@ _TABLES = {
                               "max_body_bytes", "timestamp_tolerance_s", "reconcile_on_start",
                               "search_rate_limit_per_s", "worker_host", "worker_port")},
     "qdrant": {"collection": "collection", "url": "qdrant_url", "api_key_env": "qdrant_api_key_env"},
-    "queue": {k: k for k in ("max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s")},
+    "queue": {k: k for k in ("max_attempts", "backoff_base_s", "backoff_max_s", "redis_url", "lease_s",
+                              "outage_horizon_s")},
     "chunking": {"max_tokens": "max_tokens"},
     "search": {"language": "search_language", "mode": "search_mode"},
     "reconcile": {k: k for k in ("max_delete_share", "delete_floor", "delete_window_s", "poll_interval_s", "audit_interval_s")},
@@ -79,6 +80,7 @@ class Config:
     backoff_max_s: float = 300.0
     redis_url: str | None = None
     lease_s: float = 60.0
+    outage_horizon_s: float = 3 * 86400.0       # a CMS that is down is waited out this long before a key parks
     max_tokens: int = 200
     max_delete_share: float = 0.2
     delete_floor: int = 10                     # a source may always lose this many pages per window
@@ -158,6 +160,8 @@ def parse(raw: dict[str, Any], path: Path) -> Config:
     for key in ("poll_interval_s", "audit_interval_s"):
         if settings.get(key, 0) < 0:
             raise ConfigError(f"[reconcile] {key} must be 0 (off) or a number of seconds, got {settings[key]!r}")
+    if settings.get("outage_horizon_s", 0) < 0:
+        raise ConfigError("[queue] outage_horizon_s must be 0 (park after max_attempts) or a number of seconds")
     embedding_keys = {f.name: f.name for f in fields(EmbeddingConfig)}
     embedding = _embedding(_table(raw, "embedding", set(embedding_keys)), embedding_keys)
     sources: dict[str, SourceConfig] = {}

@@ -26,12 +26,16 @@ class Rejected(RagsyncError):
 
 class FetchError(RagsyncError):
     """The CMS could not answer a fetch or listing. `transient` errors are retried with
-    backoff (5xx, 429, timeouts); permanent ones go to the dead-letter queue at once."""
+    backoff (5xx, 429, timeouts); permanent ones go to the dead-letter queue at once.
+    `outage`: the CMS itself is unreachable or failing (no answer, 429, 5xx), not this page:
+    waited out up to `[queue] outage_horizon_s` before anything parks."""
 
-    def __init__(self, message: str, *, transient: bool, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, transient: bool, retry_after: float | None = None,
+                 outage: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
         self.retry_after = retry_after
+        self.outage = outage
 
 
 class StoreError(RagsyncError):

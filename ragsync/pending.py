@@ -70,6 +70,10 @@ class Pending:
         """True when the key was added again while it ran: queue it once more."""
         raise NotImplementedError
 
+    def since(self, key: Key) -> float | None:
+        """When the key was first recorded in its current pending spell (None: not pending)."""
+        raise NotImplementedError
+
     def fail(self, key: Key, error: str, transient: bool, max_attempts: int) -> tuple[int, bool]:
         """Count the attempt; returns (attempts, parked)."""
         raise NotImplementedError
@@ -233,6 +237,11 @@ class SqlitePending(Pending):
             db.execute("delete from pending where source=? and doc_id=?", key)
             return False
 
+    def since(self, key):
+        with self.lock:
+            row = self.db.execute("select added_at from pending where source=? and doc_id=?", key).fetchone()
+        return row[0] if row else None
+
     def fail(self, key, error, transient, max_attempts):
         with self._tx() as db:
             (attempts,) = db.execute("update pending set attempts=attempts+1, last_error=? where source=? "
@@ -271,12 +280,13 @@ class SqlitePending(Pending):
         return [Parked(*r) for r in rows]
 
     def take_dead(self, keys):
-        wanted = _wanted(keys)
         with self._tx() as db:
-            parked = [tuple(r) for r in db.execute("select source, doc_id from dead").fetchall()]
-            chosen = parked if keys is None else [k for k in parked if k in wanted]
-            db.executemany("delete from dead where source=? and doc_id=?", chosen)
-        return chosen
+            if keys is None:
+                chosen = [tuple(r) for r in db.execute("select source, doc_id from dead").fetchall()]
+                db.execute("delete from dead")
+                return chosen
+            return [k for k in sorted(_wanted(keys))
+                    if db.execute("delete from dead where source=? and doc_id=?", k).rowcount]
 
     def seen_delivery(self, source, delivery_id, ttl_s):
         with self.lock:
@@ -411,6 +421,10 @@ class RedisPending(Pending):
     def finish(self, key):
         return bool(self._finish([self._h(key), self.index], [_SEP.join(key)]))
 
+    def since(self, key):
+        added = self.r.hget(self._h(key), "added_at")
+        return float(added) if added is not None else None
+
     def fail(self, key, error, transient, max_attempts):
         attempts, parked = self._fail([self._h(key), self.index, self.dead_key],
                                       [_SEP.join(key), error, int(transient), max_attempts, time.time()])
@@ -440,12 +454,16 @@ class RedisPending(Pending):
         return sorted(rows, key=lambda p: p.failed_at)
 
     def take_dead(self, keys):
-        wanted = _wanted(keys)
-        parked = [tuple(k.split(_SEP, 1)) for k in self.r.hkeys(self.dead_key)]
-        chosen = parked if keys is None else [k for k in parked if k in wanted]
-        if chosen:
-            self.r.hdel(self.dead_key, *[_SEP.join(k) for k in chosen])
-        return chosen
+        if keys is None:
+            chosen = [tuple(k.split(_SEP, 1)) for k in self.r.hkeys(self.dead_key)]
+            if chosen:
+                self.r.hdel(self.dead_key, *[_SEP.join(k) for k in chosen])
+            return chosen
+        wanted = sorted(_wanted(keys))
+        pipe = self.r.pipeline()
+        for key in wanted:
+            pipe.hdel(self.dead_key, _SEP.join(key))
+        return [k for k, gone in zip(wanted, pipe.execute()) if gone]
 
     def seen_delivery(self, source, delivery_id, ttl_s):
         return bool(self.r.exists(f"{self.prefix}delivery:{source}{_SEP}{delivery_id}"))

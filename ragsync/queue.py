@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -29,13 +30,14 @@ WAIT_FOREVER = 2**31                              # a waiting key never runs out
 class WorkQueue:
     def __init__(self, data_dir: Path, handler: Callable[[str, str], object], *, redis_url: str | None = None,
                  max_attempts: int = 6, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0,
-                 lease_s: float = 60.0) -> None:
+                 lease_s: float = 60.0, outage_horizon_s: float = 3 * 86400.0) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.handler = handler
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.lease_s = lease_s
+        self.outage_horizon_s = outage_horizon_s
         self.shared = redis_url is not None            # several processes may work this queue
         if redis_url:
             self._huey = RedisHuey("ragsync", url=redis_url, results=False)
@@ -102,6 +104,8 @@ class WorkQueue:
                 self._running.discard(key)
         if self._record.finish(key):
             self._task(source, doc_id)
+        if self._record.take_dead([key]):            # a webhook, poll, audit or reconcile got it through
+            log.info("%s/%s: a pass succeeded; its dead-letter entry is cleared", source, doc_id)
         self.on_outcome(source, str(outcome))
 
     def _failed(self, key: Key, exc: Exception) -> None:
@@ -114,6 +118,13 @@ class WorkQueue:
             return
         transient = isinstance(exc, StoreError) or (isinstance(exc, FetchError) and exc.transient)
         error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, FetchError) and exc.outage and self._within_outage_horizon(key):
+            attempts, _ = self._record.fail(key, error, True, WAIT_FOREVER)
+            delay = self.backoff(attempts, exc.retry_after)
+            log.info("%s/%s: the CMS is unavailable, retrying in %.1fs (attempt %d): %s", *key, delay, attempts, exc)
+            self._task.schedule(key, delay=delay)
+            self.on_outcome(key[0], "retry")
+            return
         if not isinstance(exc, (FetchError, StoreError)):
             log.exception("pass failed for %s/%s", *key)
         attempts, parked = self._record.fail(key, error, transient, self.max_attempts)
@@ -125,6 +136,13 @@ class WorkQueue:
             log.info("retrying %s/%s in %.1fs (attempt %d): %s", *key, delay, attempts, error)
             self._task.schedule(key, delay=delay)
             self.on_outcome(key[0], "retry")
+
+    def _within_outage_horizon(self, key: Key) -> bool:
+        """A CMS outage is waited out (never parked) for `outage_horizon_s` from when the key
+        started waiting: Stripe retries a webhook for three days; minutes would page an
+        operator for a CMS that is back by morning."""
+        since = self._record.since(key)
+        return since is None or time.time() - since < self.outage_horizon_s
 
     def backoff(self, attempts: int, retry_after: float | None = None) -> float:
         """Exponential with jitter around it, never sooner than the CMS asked."""

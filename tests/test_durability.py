@@ -68,7 +68,9 @@ def test_cms_503_with_retry_after_then_recovery(daemon_factory, wp):
 
 
 def test_cms_always_500_parks_in_the_dlq_then_replay_indexes(daemon_factory, wp, tmp_path):
-    daemon = daemon_factory(wp_source(wp), "[queue]\nmax_attempts = 3\nbackoff_base_s = 0.01\nbackoff_max_s = 0.05")
+    """Past the outage horizon (0 here: at once) a CMS that keeps failing parks the key."""
+    daemon = daemon_factory(wp_source(wp), "[queue]\nmax_attempts = 3\nbackoff_base_s = 0.01\nbackoff_max_s = 0.05\n"
+                            "outage_horizon_s = 0")
     wp.publish(2, "Broken", page_html(["Indexed after the operator replays it."]))
     wp.fail_next(3, 500)
     daemon.wp_event(2, "post.published")

@@ -19,9 +19,9 @@ ACTION_FORMS = re.compile(r'<form method="post" action="/status/(dlq|reconcile)'
 
 
 def _park_one(wp, post: int, deliver) -> None:
-    """A page whose only fetch fails: with max_attempts = 1 it is parked at once."""
+    """A page whose only fetch is refused (HTTP 400: this page, not an outage): parked at once."""
     wp.publish(post, "Broken page", page_html(["It will not be fetched."]))
-    wp.fail_next(1, 503)
+    wp.fail_next(1, 400)
     deliver(post)
 
 
