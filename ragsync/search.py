@@ -64,8 +64,17 @@ class PageResult:
         best = self.chunks[0].metadata
         return {"score": round(self.chunks[0].score, 6), "source": best.get("source"), "doc_id": best.get("doc_id"),
                 "title": best.get("title"), "url": best.get("url"), "modified": best.get("modified"),
-                "heading_paths": [c.metadata.get("heading_path") or [] for c in self.chunks],
+                "heading_paths": _unique([c.metadata.get("heading_path") or [] for c in self.chunks]),
                 "chunks": [c.as_dict() for c in self.chunks]}
+
+
+def _unique(paths: list[list[str]]) -> list[list[str]]:
+    """Each heading path once, in the order of its best chunk."""
+    seen: list[list[str]] = []
+    for path in paths:
+        if path not in seen:
+            seen.append(path)
+    return seen
 
 
 def _page_key(payload: dict[str, Any] | None) -> tuple[str, str]:

@@ -60,6 +60,7 @@ def test_grouped_search_returns_each_page_once_best_chunk_first(daemon, wp):
         scores = [c["score"] for c in page["chunks"]]
         assert page["score"] == scores[0] and scores == sorted(scores, reverse=True) and len(scores) <= 3
         assert {c["doc_id"] for c in page["chunks"]} == {page["doc_id"]} and page["heading_paths"]
+    assert len(pages[0]["chunks"]) >= 2 and pages[0]["heading_paths"] == [pages[0]["chunks"][0]["heading_path"]]
     bad = daemon.http.get("/search", params={"q": "x", "group": "site"})
     assert bad.status_code == 400 and "group" in bad.json()["error"]
 
