@@ -66,6 +66,11 @@ def _daemon(cfg: Config, role: str, port: int | None = None) -> None:
     from ragsync.daemon import Daemon, Role
     logs.daemon_level()
     Daemon(cfg, Role(role), port=port).run()
+    # Stopped: the store, the queue and the data_dir lock are closed. The interpreter's own
+    # teardown (the model runtime's threads and modules) would take seconds more: skip it.
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 @cli.command()

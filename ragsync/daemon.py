@@ -13,6 +13,7 @@ import enum
 import logging
 import signal
 import threading
+import time
 import uuid
 
 from cheroot import wsgi
@@ -137,7 +138,9 @@ class Daemon:
             self._stopped.wait()
         finally:
             log.info("stopping: finishing passes in flight")
+            began = time.monotonic()
             self.stop()
+            log.info("stopped in %.1fs", time.monotonic() - began)
 
     def _check(self, engine: Engine) -> None:
         for name, source in self.config.sources.items():   # fail at start, not at the first webhook

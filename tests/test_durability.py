@@ -129,6 +129,7 @@ def test_sigterm_finishes_the_pass_in_flight(tmp_path, wp, chunker):
     assert daemon.webhook("blog", {"type": "post.published", "id": 1}).status_code == 202
     wait_for(lambda: running_rows(tmp_path) > 0, 60, "the pass to start")
     assert daemon.stop() == 0
+    assert '"msg": "stopped in ' in (tmp_path / "serve.log").read_text().splitlines()[-1]   # its last word
     db = sqlite3.connect(tmp_path / "var" / "state.db")
     assert db.execute("select count(*) from pending").fetchone()[0] == 0     # finished, not abandoned
     db.close()
