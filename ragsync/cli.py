@@ -73,18 +73,23 @@ def _daemon(cfg: Config, role: str, port: int | None = None) -> None:
     os._exit(0)
 
 
+PORT = click.option("--port", type=click.IntRange(1, 65535), help="listen here instead of [server] port")
+
+
 @cli.command()
+@PORT
 @_config_option
-def serve(cfg: Config) -> None:
+def serve(cfg: Config, port: int | None) -> None:
     """Run the daemon: webhooks, search, admin API and the workers."""
-    _daemon(cfg, "serve")
+    _daemon(cfg, "serve", port)
 
 
 @cli.command()
+@PORT
 @_config_option
-def web(cfg: Config) -> None:
+def web(cfg: Config, port: int | None) -> None:
     """Server mode: only the HTTP side (webhooks, search, admin); run `ragsync worker`s beside it."""
-    _daemon(cfg, "web")
+    _daemon(cfg, "web", port)
 
 
 @cli.command()

@@ -4,7 +4,10 @@ against the store directly when no daemon runs."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -85,3 +88,32 @@ def test_admin_commands_against_a_daemon_need_the_token(files_config: Path, tmp_
         assert res.returncode == 1 and "set RAGSYNC_ADMIN_TOKEN" in res.stderr and "Traceback" not in res.stderr
     finally:
         daemon.stop()
+
+
+def test_scripts_up_takes_a_port_and_prints_commands_that_work(tmp_path: Path):
+    """`scripts/up --port N --config FILE` as a newcomer runs it: the banner names what it started,
+    its search command answers, and a second one on a busy port says so instead of hanging."""
+    root = Path(__file__).resolve().parent.parent
+    config = tmp_path / "demo.toml"
+    config.write_text((root / "config" / "demo.toml").read_text()
+                      .replace('data_dir = "../var/demo"', f'data_dir = "{tmp_path / "var"}"')
+                      .replace('path = "demo/pages"', f'path = "{DEMO_PAGES}"'))
+    port = free_port()
+    log = open(tmp_path / "up.log", "w+")
+    up = subprocess.Popen([str(root / "scripts" / "up"), "--port", str(port), "--config", str(config)], cwd=root,
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "ragsync is up" in (tmp_path / "up.log").read_text(), 300, "scripts/up's banner")
+        banner = (tmp_path / "up.log").read_text()
+        assert f"ragsync is up on http://127.0.0.1:{port}" in banner
+        search = next(line.strip() for line in banner.splitlines() if " search " in line and "ragsync" in line)
+        assert f"--config {config} search" in search
+        found = subprocess.run(search, shell=True, cwd=root, capture_output=True, text=True, timeout=120)
+        assert found.returncode == 0 and "cargo-add" in found.stdout, found.stderr
+        busy = subprocess.run([str(root / "scripts" / "up"), "--port", str(port), "--config", str(config)], cwd=root,
+                              capture_output=True, text=True, timeout=120)
+        assert busy.returncode == 1 and f"something already answers on port {port}" in busy.stderr
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        up.wait(60)
+        log.close()
