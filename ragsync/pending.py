@@ -70,6 +70,11 @@ class Pending:
         """True when the key was added again while it ran: queue it once more."""
         raise NotImplementedError
 
+    def known(self, keys: Iterable[Key]) -> set[Key]:
+        """Of these keys, those a webhook or an earlier pass already announced: pending in any
+        state, or parked in the dead-letter queue."""
+        raise NotImplementedError
+
     def since(self, key: Key) -> float | None:
         """When the key was first recorded in its current pending spell (None: not pending)."""
         raise NotImplementedError
@@ -236,6 +241,12 @@ class SqlitePending(Pending):
                 return True
             db.execute("delete from pending where source=? and doc_id=?", key)
             return False
+
+    def known(self, keys):
+        with self.lock:
+            return {k for k in _wanted(keys) if self.db.execute(
+                "select 1 from pending where source=? and doc_id=? union all "
+                "select 1 from dead where source=? and doc_id=?", (*k, *k)).fetchone()}
 
     def since(self, key):
         with self.lock:
@@ -420,6 +431,15 @@ class RedisPending(Pending):
 
     def finish(self, key):
         return bool(self._finish([self._h(key), self.index], [_SEP.join(key)]))
+
+    def known(self, keys):
+        wanted = sorted(_wanted(keys))
+        pipe = self.r.pipeline()
+        for key in wanted:
+            pipe.exists(self._h(key))
+            pipe.hexists(self.dead_key, _SEP.join(key))
+        found = pipe.execute()
+        return {k for i, k in enumerate(wanted) if found[2 * i] or found[2 * i + 1]}
 
     def since(self, key):
         added = self.r.hget(self._h(key), "added_at")

@@ -94,7 +94,7 @@ class Poller:
             return self._failed(POLL, source, note, exc)
         records = self.engine.store.pages((source, doc_id) for doc_id in listed)
         keys = [doc_id for doc_id, modified in listed.items() if reconcile.changed(records.get((source, doc_id)), modified)]
-        caught = sum(self.engine.queue.add(source, doc_id) for doc_id in keys)
+        caught = self.engine.queue.add_unannounced(source, keys)
         newest = max([cursor, *listed.values()])
         self._done(POLL, source, {"cursor": newest, "listed": len(listed), "found": len(keys), "caught": caught},
                    started)

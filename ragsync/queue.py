@@ -180,6 +180,15 @@ class WorkQueue:
     def summary(self) -> tuple[int, float | None, int]:
         return self._record.summary()
 
+    def add_unannounced(self, source: str, doc_ids: list[str]) -> int:
+        """Queue keys that polling, the audit or reconcile found changed; returns how many no
+        webhook (or earlier pass) had announced: not pending in any state, not parked. What a
+        webhook announced and a failed fetch left retrying or parked is not a lost webhook."""
+        known = self._record.known((source, d) for d in doc_ids)
+        for doc_id in doc_ids:
+            self.add(source, doc_id)
+        return sum((source, d) not in known for d in doc_ids)
+
     def replay(self, keys: Iterable[Key] | None = None) -> list[Key]:
         """Move parked keys (all when none are named) back into the queue."""
         chosen = self._record.take_dead(keys)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ragsync.engine import Engine
     from ragsync.index import PageRecord, Store
 
-CAUGHT = ("added", "updated", "repaired", "tombstoned")      # changes the webhooks had missed
+CAUGHT = ("added", "updated", "repaired", "tombstoned")      # the kinds of difference a plan finds
 
 
 @dataclass
@@ -145,9 +145,10 @@ def run(engine: Engine, sources: list[str], *, dry_run: bool = False, force: boo
     for source in sources:
         started = time.monotonic()
         report = plan(engine, source, force=force)
+        caught = 0
         if not dry_run and report.keys:
             keys = [(source, doc_id) for doc_id in report.keys]
-            enqueue(engine, report, force)
+            caught = enqueue(engine, report, force)
             left = len(_wait(engine, keys, wait_s, standalone, f"reconcile {source}"))
             if left:
                 report.errors.append(f"{left} page(s) not applied yet (retrying; see `ragsync status`)")
@@ -156,7 +157,7 @@ def run(engine: Engine, sources: list[str], *, dry_run: bool = False, force: boo
                 report.errors.append(f"{len(parked)} page(s) failed and were parked (see `ragsync dlq list`)")
         report.duration_s = time.monotonic() - started
         if not dry_run:
-            _record(engine, report)
+            _record(engine, report, caught)
         reports.append(report)
     return reports
 
@@ -164,14 +165,14 @@ def run(engine: Engine, sources: list[str], *, dry_run: bool = False, force: boo
 def enqueue(engine: Engine, report: SourceReport, force: bool = False) -> int:
     """Queue a plan's differences through the pass (each deletion is then confirmed by the
     pass's own fetch and counted against the budget, unless an operator forced the plan).
-    Returns how many were not already pending: differences no webhook had announced."""
+    Returns how many no webhook had announced (queue.add_unannounced)."""
     if force:
         engine.guard.allow((report.source, doc_id) for doc_id in report.tombstoned)
-    return sum(engine.queue.add(report.source, doc_id) for doc_id in report.keys)
+    return engine.queue.add_unannounced(report.source, list(report.keys))
 
 
-def _record(engine: Engine, report: SourceReport) -> None:
-    caught = sum(len(getattr(report, k)) for k in CAUGHT)
+def _record(engine: Engine, report: SourceReport, caught: int) -> None:
+    """`caught`: the differences no webhook had announced (see enqueue)."""
     engine.metrics.reconciled(report.source, caught)
     before = engine.notes.get("reconcile").get(report.source, {}).get("caught_total", 0)
     engine.notes.put("reconcile", report.source, {    # `caught_total`: what reconcile found first, in all

@@ -127,3 +127,12 @@ def test_take_dead_reads_the_named_keys_once(record):
     chosen = record.take_dead(iter([("blog", "1"), ("blog", "3")]))     # an iterator, as a generator gives
     assert sorted(chosen) == [("blog", "1"), ("blog", "3")]
     assert [(p.source, p.doc_id) for p in record.dead()] == [("blog", "2")]
+
+
+def test_known_keys_are_the_pending_and_the_parked(record):
+    record.add(K)
+    record.add(("blog", "7"))
+    record.claim(("blog", "7"), 30)
+    record.fail(("blog", "7"), "FetchError: HTTP 400", False, 6)          # parked
+    assert record.known([K, ("blog", "7"), ("blog", "8")]) == {K, ("blog", "7")}
+    assert record.known(iter([("blog", "8")])) == set()

@@ -118,3 +118,26 @@ def test_with_redis_one_process_polls_at_a_time(wp, embedder, redis_url, tmp_pat
     finally:
         for d in daemons:
             d.close()
+
+
+def test_a_webhook_whose_fetch_failed_is_not_counted_lost(wp, daemon_factory):
+    """The webhook came; the CMS refused the fetch (parked) or failed it (retrying). When the
+    poll then finds the page, it catches up on it, but no webhook was lost."""
+    publish(wp, range(1, 3))
+    daemon = daemon_factory(wp_source(wp), "[queue]\nbackoff_base_s = 30\nbackoff_max_s = 60\n" + POLL_ONLY)
+    wait_for(lambda: live(daemon) == {"1", "2"}, 60, "the first poll (an audit) to index both")
+    daemon.idle()
+    wp.clock += timedelta(hours=1)
+    wp.edit(1, html=page_html(["Page 1 now talks about slices."]))
+    wp.fail_next(1, 400)                                   # refused: parked at once
+    daemon.wp_event(1)
+    wait_for(lambda: [p.doc_id for p in daemon.engine.queue.dead()] == ["1"], 30, "the refused fetch to park")
+    wait_for(lambda: "slices" in indexed_text(daemon, 1), 30, "the poll to catch up on page 1")
+    wp.edit(2, html=page_html(["Page 2 now talks about arrays."]))
+    wp.fail_next(1, 503)                                   # failed: retrying, 30 s or more away
+    daemon.wp_event(2)
+    wait_for(lambda: "arrays" in indexed_text(daemon, 2), 30, "the poll to catch up on page 2")
+    metrics = daemon.http.get("/metrics").text
+    assert 'ragsync_poll_caught_total{clock="poll",source="blog"}' not in metrics or \
+        'ragsync_poll_caught_total{clock="poll",source="blog"} 0.0' in metrics
+    assert daemon.engine.queue.dead() == []                # and the poll's pass cleared page 1's entry
