@@ -43,8 +43,11 @@ class Metrics:
                               "Changes first found by reconcile (the webhooks missed them)", ["source"], registry=r)
         self.poll_caught = Counter("ragsync_poll_caught_total", "Changes first found by polling (clock poll) or the "
                                    "audit (clock audit): deliveries the webhooks lost", ["source", "clock"], registry=r)
-        self.freshness = Histogram("ragsync_freshness_seconds", "CMS modified time → searchable, per indexed change",
-                                   ["source"], buckets=FRESHNESS_BUCKETS, registry=r)
+        self.freshness = Histogram("ragsync_freshness_seconds", "CMS modified time → searchable, per indexed change "
+                                   "made while this process ran", ["source"], buckets=FRESHNESS_BUCKETS, registry=r)
+        self.backfill = Counter("ragsync_backfill_total", "Changes indexed that were made before this process started "
+                                "(a first sync, a restart's catch-up): kept out of the freshness", ["source"], registry=r)
+        self.started = float(int(time.time()))     # CMS times are to the second
 
         self.embed_seconds = Histogram("ragsync_embed_seconds", "Time to embed one batch of texts",
                                        ["provider"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
@@ -108,10 +111,15 @@ class Metrics:
     def pass_applied(self, source: str, outcome: Outcome, now: float) -> None:
         self.chunks_embedded.labels(source).inc(outcome.embedded)
         self.chunks_reused.labels(source).inc(outcome.reused)
-        if outcome.modified:
-            seconds = max(0.0, now - epoch(outcome.modified))
-            self.freshness.labels(source).observe(seconds)
-            self.recent.append((now, source, seconds))
+        if not outcome.modified:
+            return
+        changed = epoch(outcome.modified)
+        if changed < self.started:                  # a change this process could not have seen: backfill
+            self.backfill.labels(source).inc()
+            return
+        seconds = max(0.0, now - changed)
+        self.freshness.labels(source).observe(seconds)
+        self.recent.append((now, source, seconds))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ def three_pages_behind_a_key(wp, daemon_factory, monkeypatch) -> tuple[Harness, 
     monkeypatch.setenv("T_SEARCH_KEY", TOKEN)
     daemon = daemon_factory(wp_source(wp), 'search_token_env = "T_SEARCH_KEY"')
     pages = corpus("ch08-03-hash-maps", "ch16-02-message-passing", "ch15-01-box")
+    wp.clock = datetime.now(timezone.utc)                 # changed while the daemon runs: freshness, not backfill
     for post_id, page in enumerate(pages, 1):
         wp.publish(post_id, page["title"], page["html"])
         daemon.wp_event(post_id)

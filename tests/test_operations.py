@@ -5,7 +5,7 @@ readiness, JSON logs, and `ragsync web` + `ragsync worker` as separate processes
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 import os
 import signal
 import subprocess
@@ -164,7 +164,8 @@ def test_metrics_move_with_traffic(daemon, wp):
     m = _metrics(daemon)
     assert m['ragsync_webhooks_total{source="blog"}'] == 3
     assert m['ragsync_passes_total{outcome="indexed",source="blog"}'] == 3
-    assert m['ragsync_freshness_seconds_count{source="blog"}'] == 3
+    assert m['ragsync_backfill_total{source="blog"}'] == 3              # changed (2026-01-01) before the daemon ran
+    assert m.get('ragsync_freshness_seconds_count{source="blog"}', 0) == 0
     embedded = m['ragsync_chunks_embedded_total{source="blog"}']
     assert embedded > 0 and m["ragsync_points"] == embedded and m["ragsync_qdrant_writes_total"] > 0
     assert m["ragsync_pending_keys"] == 0 and m["ragsync_queue_depth"] == 0 and m["ragsync_dead_letter_keys"] == 0
@@ -174,6 +175,7 @@ def test_metrics_move_with_traffic(daemon, wp):
     bad = signed({"type": "post.updated", "id": 1}, secret="whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUE=")
     assert daemon.http.post("/webhooks/blog", content=bad[0], headers=bad[1]).status_code == 401
     daemon.idle()
+    wp.clock = datetime.now(timezone.utc)                # from here on, changes made while the daemon runs
     wp.edit(2, html=page_html(["A change the webhook never announced. " + words(9, 40)]))   # missed webhook
     daemon.http.post("/admin/reconcile", json={}, headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
     daemon.idle()
@@ -184,7 +186,7 @@ def test_metrics_move_with_traffic(daemon, wp):
     assert m['ragsync_reconcile_caught_total{source="blog"}'] == 1
     assert m['ragsync_reconcile_last{result="updated",source="blog"}'] == 1
     assert m['ragsync_catch_rate{source="blog"}'] == pytest.approx(1 / 4)   # 1 of 4 changes came from reconcile
-    assert m['ragsync_freshness_seconds_count{source="blog"}'] == 4
+    assert m['ragsync_freshness_seconds_count{source="blog"}'] == 1 and m['ragsync_backfill_total{source="blog"}'] == 3
     assert m["ragsync_oldest_pending_seconds"] == 0
 
 
@@ -225,6 +227,7 @@ def test_web_and_worker_as_separate_processes_on_redis(tmp_path: Path, wp, redis
             except httpx.HTTPError:
                 return False
         wait_for(up, 120, "ragsync web")
+        wp.clock = datetime.now(timezone.utc)
         wp.publish(7, "Channels", page_html(["Channels send values between threads safely."]))
         raw, headers = signed({"type": "post.published", "id": 7})
         assert web.post("/webhooks/blog", content=raw, headers=headers).status_code == 202
