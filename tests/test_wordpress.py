@@ -75,6 +75,10 @@ def _wp_eval(site, php: str) -> str:
 
 def test_real_wordpress_end_to_end(site):
     daemon, rest = site["daemon"], site["rest"]
+    # installed as an admin does: the zip from scripts/wordpress-plugin, unpacked and activated
+    assert _wp_eval(site, "require_once ABSPATH . 'wp-admin/includes/plugin.php'; "
+                          "echo is_plugin_active('ragsync/ragsync.php') ? 'active ' : 'inactive ', "
+                          "get_plugin_data(WP_PLUGIN_DIR . '/ragsync/ragsync.php')['Version'];") == "active 0.3.0"
     assert reconcile_cli(site["cfg"])["added"]                               # WordPress's own sample post and page
     body = "<p>Ferris the crab teaches ownership and borrowing to new Rust programmers.</p>"
     post = rest.post("/posts", json={"title": "Meet Ferris", "content": body, "status": "publish"}).json()
