@@ -43,9 +43,31 @@ def test_the_production_steps_in_a_clean_folder(wp, tmp_path):
               .replace('base_url = "http://127.0.0.1:8080"', f'base_url = "{wp.url}"')
               .replace("port = 8787", f"port = {free_port()}"))
     (etc / "ragsync.toml").write_text(config)
-    proc = run_cli(etc / "ragsync.toml", "check", env=secrets)
+    template = (ROOT / "config" / "secrets.env.example").read_text()
+    (etc / "secrets.env").write_text("".join(f"{line}{secrets[line[:-1]]}\n" if line[:-1] in secrets else f"{line}\n"
+                                             for line in template.splitlines()))
+    proc = subprocess.run(["bash", "-c", pasted(documented_check(), etc)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.rstrip().endswith("all is well"), proc.stdout + proc.stderr
     assert "Settings → ragsync → Webhook URL" in proc.stdout
+    cron = next(line for line in (ROOT / "config" / "reconcile.cron").read_text().splitlines() if line[:1].isdigit())
+    log = tmp_path / "reconcile.log"
+    job = pasted(cron.split(" ", 5)[5], etc).replace("/var/log/ragsync-reconcile.log", str(log))
+    assert subprocess.run(["sh", "-c", job], timeout=300).returncode == 0, log.read_text()
+    assert "added 1" in log.read_text() or '"added"' in log.read_text(), log.read_text()
+
+
+def documented_check() -> str:
+    """The `ragsync check` block of docs/production.md §3, as an operator pastes it."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "docs" / "production.md").read_text(), re.S)
+    return next(b for b in blocks if "secrets.env" in b and b.rstrip().endswith("check'"))
+
+
+def pasted(command: str, etc: Path) -> str:
+    """A documented command with this machine's paths: the test's /etc/ragsync and this checkout's
+    .venv; no `sudo` or `runuser -u ragsync` (no such user here). The way it loads the secrets
+    file, which is what broke before, is untouched."""
+    return (command.replace("sudo sh -c", "sh -c").replace("runuser -u ragsync -- ", "")
+            .replace("/etc/ragsync", str(etc)).replace("/opt/ragsync/.venv", str(ROOT / ".venv")))
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
