@@ -96,6 +96,9 @@ def _store(config: Config, report: Report) -> None:
         return
     data = config.data_dir
     existing = next(p for p in (data, *data.parents) if p.exists())
+    if not existing.is_dir():
+        report.add("store", False, f"data_dir {data} cannot be created: {existing} is a file, not a folder")
+        return
     if not data.exists():
         import os
         if os.access(existing, os.W_OK):

@@ -26,7 +26,10 @@ log = logging.getLogger("ragsync.datalock")
 class DataLock:
     def __init__(self, data_dir: Path, create: bool = True) -> None:
         if create:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:                   # a file in the way, no permission, a read-only disk
+                raise RagsyncError(f"data_dir {data_dir} cannot be created: {exc.strerror}") from None
         self.path = data_dir / "daemon.lock"
         self.info = data_dir / "daemon.json"
         self._fd: int | None = None

@@ -115,3 +115,17 @@ def test_check_writes_nothing_in_an_existing_data_dir_and_quotes_what_a_cms_send
     assert list((tmp_path / "var").iterdir()) == []                 # no daemon.lock either
     from ragsync.check import _shown
     assert _shown("7") == "7" and _shown("\x1b[2Jx") == "'\\x1b[2Jx'"
+
+
+def test_a_data_dir_under_a_file_is_a_problem_for_check_and_one_line_for_serve(wp, tmp_path):
+    """What `check` calls well, `serve` starts on: here neither may (a file is where a folder must go)."""
+    (tmp_path / "taken").write_text("a file, not a folder")
+    cfg = write_config(tmp_path, wp_source(wp), port=free_port())
+    cfg.write_text(cfg.read_text().replace('data_dir = "var"', f'data_dir = "{tmp_path / "taken" / "var"}"'))
+    code, out = check(cfg)
+    assert code == 1 and f"PROBLEM  store            data_dir {tmp_path / 'taken' / 'var'} cannot be created: " \
+        f"{tmp_path / 'taken'} is a file, not a folder" in out, out
+    served = run_cli(cfg, "serve", timeout=120)
+    assert served.returncode == 1 and "Traceback" not in served.stderr
+    assert served.stderr.strip().splitlines() == [f"ragsync: error: data_dir {tmp_path / 'taken' / 'var'} cannot be "
+                                                   "created: Not a directory"]
