@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, page_html, run_cli
+from tests.support import free_port, page_html
 
 ROOT = Path(__file__).resolve().parent.parent
 
