@@ -6,8 +6,9 @@ and LlamaIndex retrievers against a running daemon."""
 from __future__ import annotations
 
 import asyncio
-import json
+import html
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -26,14 +27,20 @@ from ragsync.engine import Engine
 from ragsync.errors import Rejected
 from tests.support import Harness, page_html, run_cli, words, wp_source, write_config
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "rust-docs.jsonl"
+PAGES = Path(__file__).resolve().parents[1] / "config" / "demo" / "pages"      # real Rust-book chapters
+QUESTION = "spawn a new thread and wait for it to finish with a join handle"
 TOKEN = "mcp-search-key-0123456789abcdef"
 TOOLS = {"search", "get_page", "list_sources", "index_status"}
 
 
-def corpus(*slugs: str) -> list[dict]:
-    pages = {p["slug"]: p for p in map(json.loads, CORPUS.read_text(encoding="utf-8").splitlines())}
-    return [pages[s] for s in slugs]
+def chapters(*slugs: str) -> list[dict]:
+    """Demo pages as a CMS would hold them: the title, and the HTML body."""
+    out = []
+    for slug in slugs:
+        text = (PAGES / f"{slug}.html").read_text(encoding="utf-8")
+        title = html.unescape(re.search(r"<title>(.*?)</title>", text).group(1))
+        out.append({"title": title, "html": text[text.index("<main>"):]})
+    return out
 
 
 def agent(url: str, token: str | None = TOKEN) -> Client:
@@ -59,7 +66,7 @@ def three_pages_behind_a_key(wp, daemon_factory, monkeypatch) -> tuple[Harness, 
     """A daemon with a search key, holding three chapters of the Rust book (posts 1, 2, 3)."""
     monkeypatch.setenv("T_SEARCH_KEY", TOKEN)
     daemon = daemon_factory(wp_source(wp), 'search_token_env = "T_SEARCH_KEY"')
-    pages = corpus("ch08-03-hash-maps", "ch16-02-message-passing", "ch15-01-box")
+    pages = chapters("ch08-03-hash-maps", "ch16-01-threads", "ch15-01-box")
     wp.clock = datetime.now(timezone.utc)                 # changed while the daemon runs: freshness, not backfill
     for post_id, page in enumerate(pages, 1):
         wp.publish(post_id, page["title"], page["html"])
@@ -83,7 +90,7 @@ def test_an_agent_searches_reads_and_sees_each_change_over_http(wp, daemon_facto
 
     async def look(c: Client) -> tuple:
         tools = (await c.list_tools()).tools
-        found = answer(await c.call_tool("search", {"query": "send a value down a channel to another thread",
+        found = answer(await c.call_tool("search", {"query": QUESTION,
                                                     "limit": 3}))
         chunks = answer(await c.call_tool("search", {"query": "or_insert", "group": "chunk", "limit": 2}))
         text = answer(await c.call_tool("get_page", {"source": "blog", "doc_id": "2"}))
@@ -120,7 +127,7 @@ def test_an_agent_searches_reads_and_sees_each_change_over_http(wp, daemon_facto
     daemon.idle()
 
     async def gone(c: Client) -> tuple:
-        return (answer(await c.call_tool("search", {"query": "send a value down a channel to another thread"})),
+        return (answer(await c.call_tool("search", {"query": QUESTION})),
                 refusal(await c.call_tool("get_page", {"source": "blog", "doc_id": "2"})))
     after, missing = session(agent(daemon.url), gone)
     assert "2" not in {r["doc_id"] for r in after["results"]}
@@ -230,7 +237,7 @@ def test_langchain_and_llamaindex_retrievers_read_the_daemon_with_its_token(wp, 
     from ragsync.llamaindex import RagsyncRetriever as LlamaIndexRetriever
 
     daemon, pages = three_pages_behind_a_key(wp, daemon_factory, monkeypatch)
-    question = "send a value down a channel to another thread"
+    question = QUESTION
 
     docs = LangChainRetriever(url=daemon.url, token=TOKEN, k=3).invoke(question)
     assert len(docs) == 3 and docs[0].metadata["doc_id"] == "2" and docs[0].metadata["title"] == pages[1]["title"]
