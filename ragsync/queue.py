@@ -118,16 +118,10 @@ class WorkQueue:
             return
         transient = isinstance(exc, StoreError) or (isinstance(exc, FetchError) and exc.transient)
         error = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, FetchError) and exc.outage and self._within_outage_horizon(key):
-            attempts, _ = self._record.fail(key, error, True, WAIT_FOREVER)
-            delay = self.backoff(attempts, exc.retry_after)
-            log.info("%s/%s: the CMS is unavailable, retrying in %.1fs (attempt %d): %s", *key, delay, attempts, exc)
-            self._task.schedule(key, delay=delay)
-            self.on_outcome(key[0], "retry")
-            return
         if not isinstance(exc, (FetchError, StoreError)):
             log.exception("pass failed for %s/%s", *key)
-        attempts, parked = self._record.fail(key, error, transient, self.max_attempts)
+        outage = isinstance(exc, FetchError) and exc.outage and self._within_outage_horizon(key)
+        attempts, parked = self._record.fail(key, error, transient, WAIT_FOREVER if outage else self.max_attempts)
         if parked:
             log.warning("parked %s/%s in the dead-letter queue after %d attempt(s): %s", *key, attempts, error)
             self.on_outcome(key[0], "dead")
