@@ -66,8 +66,9 @@ class Pending:
     def renew(self, keys: Iterable[Key], lease_s: float) -> None:
         raise NotImplementedError
 
-    def finish(self, key: Key) -> bool:
-        """True when the key was added again while it ran: queue it once more."""
+    def finish(self, key: Key) -> tuple[bool, bool]:
+        """A pass succeeded: (added again while it ran — queue it once more, a dead-letter entry
+        it had was cleared — whatever got it through: a webhook, polling, reconcile, a replay)."""
         raise NotImplementedError
 
     def known(self, keys: Iterable[Key]) -> set[Key]:
@@ -235,12 +236,13 @@ class SqlitePending(Pending):
 
     def finish(self, key):
         with self._tx() as db:
+            cleared = db.execute("delete from dead where source=? and doc_id=?", key).rowcount > 0
             again = db.execute("select again from pending where source=? and doc_id=?", key).fetchone()
             if again and again[0]:
                 db.execute("update pending set state='queued', again=0, attempts=0 where source=? and doc_id=?", key)
-                return True
+                return True, cleared
             db.execute("delete from pending where source=? and doc_id=?", key)
-            return False
+            return False, cleared
 
     def known(self, keys):
         with self.lock:
@@ -370,9 +372,10 @@ if st == 'queued' or st == 'retry' then
 return 0
 """
 _FINISH = """
+local cleared = redis.call('HDEL', KEYS[3], ARGV[1])
 if redis.call('HGET', KEYS[1], 'again') == '1' then
-  redis.call('HSET', KEYS[1], 'state', 'queued', 'again', 0, 'attempts', 0) return 1 end
-redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], ARGV[1]) return 0
+  redis.call('HSET', KEYS[1], 'state', 'queued', 'again', 0, 'attempts', 0) return {1, cleared} end
+redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], ARGV[1]) return {0, cleared}
 """
 _FAIL = """
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -430,7 +433,8 @@ class RedisPending(Pending):
         pipe.execute()
 
     def finish(self, key):
-        return bool(self._finish([self._h(key), self.index], [_SEP.join(key)]))
+        again, cleared = self._finish([self._h(key), self.index, self.dead_key], [_SEP.join(key)])
+        return bool(again), bool(cleared)
 
     def known(self, keys):
         wanted = sorted(_wanted(keys))

@@ -102,9 +102,10 @@ class WorkQueue:
         finally:
             with self._running_lock:
                 self._running.discard(key)
-        if self._record.finish(key):
+        again, cleared = self._record.finish(key)
+        if again:
             self._task(source, doc_id)
-        if self._record.take_dead([key]):            # a webhook, poll, audit or reconcile got it through
+        if cleared:
             log.info("%s/%s: a pass succeeded; its dead-letter entry is cleared", source, doc_id)
         self.on_outcome(source, str(outcome))
 

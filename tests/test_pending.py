@@ -33,9 +33,9 @@ def test_add_coalesces_while_queued_and_reruns_when_added_while_running(record):
     assert record.claim(K, 30) is True
     assert record.claim(K, 30) is False                      # never two workers on one key
     assert record.add(K) is False                 # added while running ...
-    assert record.finish(K) is True                          # ... runs once more
+    assert record.finish(K) == (True, False)                 # ... runs once more
     assert record.claim(K, 30) is True
-    assert record.finish(K) is False
+    assert record.finish(K) == (False, False)
     assert record.rows() == []
 
 
@@ -136,3 +136,12 @@ def test_known_keys_are_the_pending_and_the_parked(record):
     record.fail(("blog", "7"), "FetchError: HTTP 400", False, 6)          # parked
     assert record.known([K, ("blog", "7"), ("blog", "8")]) == {K, ("blog", "7")}
     assert record.known(iter([("blog", "8")])) == set()
+
+
+def test_a_pass_that_succeeds_clears_the_keys_dead_letter_entry(record):
+    record.add(K)
+    record.claim(K, 30)
+    assert record.fail(K, "FetchError: HTTP 400", False, 6) == (1, True)       # parked
+    record.add(K)                                                               # the next webhook
+    record.claim(K, 30)
+    assert record.finish(K) == (False, True) and record.dead() == [] and record.rows() == []
