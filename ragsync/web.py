@@ -15,8 +15,8 @@ from connectors.base import Delivery
 from ragsync.door import (RateLimiter, bearer, charge_search, client, current_engine, current_ops, host_allowed,
                           origin_allowed, same)
 from ragsync.engine import Engine
-from ragsync.mcp import Bridge
 from ragsync.errors import RagsyncError, Rejected
+from ragsync.mcp import Bridge
 from ragsync.operations import Local
 from ragsync.status_page import status_page
 
