@@ -7,6 +7,7 @@ nothing is written, and an embedded store held by a running daemon is left alone
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,10 +17,11 @@ from connectors import connector_class
 from connectors.base import Connector, Gone
 from ragsync.config import Config
 from ragsync.datalock import DataLock
-from ragsync.embed import PROVIDERS
+from ragsync import index
+from ragsync.embed import PROVIDERS, open_embedder
 from ragsync.errors import FetchError, RagsyncError
+from ragsync.fingerprint import fingerprint, refusal
 from ragsync.index import embedded_root
-from ragsync.source import env_secret
 
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
@@ -79,41 +81,65 @@ def _tokens(config: Config, report: Report) -> None:
 
 def _store(config: Config, report: Report) -> None:
     if config.qdrant_url:
-        try:
-            from qdrant_client import QdrantClient
-            key = env_secret(config.qdrant_api_key_env, "[qdrant]") if config.qdrant_api_key_env else None
-            client = QdrantClient(url=config.qdrant_url, api_key=key, timeout=5, check_compatibility=False)
-            version = client.info().version
-            names = {c.name for c in client.get_collections().collections}
-            client.close()
-            report.add("store", True, f"Qdrant server {version} at {config.qdrant_url}; collection "
-                                      f"{config.collection!r} {'exists' if config.collection in names else 'is created at first start'}")
-        except RagsyncError as exc:
-            report.add("store", False, str(exc))
-        except Exception as exc:
-            report.add("store", False, f"cannot reach the Qdrant server at {config.qdrant_url}: "
-                                       f"{type(exc).__name__}: {exc}")
-        return
+        _server(config, report)
+    if config.exclusive:
+        _data_dir(config, report)
+    if all(f.ok for f in report.findings if f.what == "store"):
+        _collection(config, report)
+
+
+def _server(config: Config, report: Report) -> None:
+    try:
+        client = index.server_client(config, timeout=5, check_compatibility=False)
+        version = client.info().version
+        names = {c.name for c in client.get_collections().collections} | {
+            a.alias_name for a in client.get_aliases().aliases}
+        client.close()
+        report.add("store", True, f"Qdrant server {version} at {config.qdrant_url}; collection "
+                                  f"{config.collection!r} {'exists' if config.collection in names else 'is created at first start'}")
+    except RagsyncError as exc:
+        report.add("store", False, str(exc))
+    except Exception as exc:
+        report.add("store", False, f"cannot reach the Qdrant server at {config.qdrant_url}: "
+                                   f"{type(exc).__name__}: {exc}")
+
+
+def _data_dir(config: Config, report: Report) -> None:
     data = config.data_dir
     existing = next(p for p in (data, *data.parents) if p.exists())
     if not existing.is_dir():
         report.add("store", False, f"data_dir {data} cannot be created: {existing} is a file, not a folder")
-        return
-    if not data.exists():
-        import os
-        if os.access(existing, os.W_OK):
-            report.add("store", True, f"data_dir {data} does not exist yet: the first `ragsync serve` creates it")
-        else:
-            report.add("store", False, f"data_dir {data} cannot be created ({existing} is not writable by this user)")
-        return
-    lock = DataLock(data, create=False)
-    if lock.held():
-        url = (lock.announced() or {}).get("url")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        report.add("store", False, f"data_dir {data} is not writable by this user (run check as the user that runs "
+                                   "`ragsync serve`)" if existing == data else
+                                   f"data_dir {data} cannot be created ({existing} is not writable by this user)")
+    elif not data.exists():
+        report.add("store", True, f"data_dir {data} does not exist yet: the first `ragsync serve` creates it")
+    elif DataLock(data, create=False).held():
+        url = (DataLock(data, create=False).announced() or {}).get("url")
         report.add("store", True, f"data_dir {data} is held by a running ragsync daemon" + (f" at {url}" if url else ""))
+    elif not config.qdrant_url:
+        report.add("store", True, f"data_dir {data}: " + ("an index is there" if embedded_root(data).exists() else
+                                                           "no index yet (the first `ragsync serve` builds it)"))
+
+
+def _collection(config: Config, report: Report) -> None:
+    """What `serve` judges before its first write (ragsync.fingerprint.refusal), judged the same
+    way here, reading the collection without opening it for writing."""
+    try:
+        found = index.found(config)
+    except Exception as exc:
+        report.add("store", False, f"cannot read the collection {config.collection!r}: {type(exc).__name__}: {exc}")
         return
-    indexed = embedded_root(data).exists()
-    report.add("store", True, f"data_dir {data}: " + ("an index is there" if indexed else
-                                                       "no index yet (the first `ragsync serve` builds it)"))
+    if found is None:
+        return
+    try:
+        expected = fingerprint(config, open_embedder(config.embedding, config.data_dir))
+    except RagsyncError:
+        return                                   # the embedding line says why; serve checks at start
+    why = refusal(found, expected, config.collection)
+    built = "was built with these settings" if found.fingerprint else "fits this embedder (`serve` reads its stamp)"
+    report.add("store", why is None, why or f"the collection {config.collection!r} ({found.physical}) {built}")
 
 
 def _mcp(config: Config, http: httpx.Client, report: Report) -> None:
@@ -121,7 +147,7 @@ def _mcp(config: Config, http: httpx.Client, report: Report) -> None:
     daemon, the tools are built here (the SDK is installed and they register)."""
     from ragsync.mcp import TOOLS
     from ragsync.operations import healthz
-    lock = None if config.qdrant_url or not config.data_dir.exists() else DataLock(config.data_dir, create=False)
+    lock = DataLock(config.data_dir, create=False) if config.exclusive and config.data_dir.exists() else None
     url = (lock.announced() or {}).get("url") if lock and lock.held() else config.base_url
     if url is None or healthz(url) is None:
         report.add("mcp", True, f"tools {', '.join(TOOLS)}: at {config.base_url}/mcp once the daemon runs; "

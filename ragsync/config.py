@@ -97,6 +97,12 @@ class Config:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def exclusive(self) -> bool:
+        """The store or the queue is embedded in data_dir: one working process owns it (its
+        DataLock), and CLI commands go through that process. False only in server mode."""
+        return not (self.qdrant_url and self.redis_url)
+
     def admin_token(self) -> str | None:
         """The admin bearer token, or None when its variable is unset (admin API closed)."""
         token = os.environ.get(self.admin_token_env) or None

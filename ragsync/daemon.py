@@ -19,12 +19,13 @@ import uuid
 from cheroot import wsgi
 from flask import Flask
 
-from ragsync import reconcile
+from ragsync import index, reconcile
 from ragsync.config import Config
 from ragsync.datalock import DataLock
 from ragsync.embed import Embedder
 from ragsync.engine import Engine
 from ragsync.errors import ConfigError, RagsyncError
+from ragsync.fingerprint import refusal
 from ragsync.mcp import Bridge
 from ragsync.operations import healthz
 from ragsync.poller import Poller
@@ -86,11 +87,11 @@ class Daemon:
         config.admin_token()
         if self.port and healthz(f"http://{self.host}:{self.port}") is not None:
             raise RagsyncError(f"something already answers on http://{self.host}:{self.port}; is ragsync running?")
-        if self.role.works and not config.qdrant_url:     # the embedded store admits one process: wait for it
+        if self.role.works and config.exclusive:     # an embedded store or queue admits one process: wait for it
             self._lock = DataLock(config.data_dir)
             self._lock.acquire(STORE_WAIT_S)
         try:
-            self.engine = engine = Engine(config, embedder=self.embedder, lazy_store=not self.role.works)
+            self.engine = engine = Engine(config, embedder=self.embedder, lazy_store=True)
             self._check(engine)
             if self.port is not None:
                 app = create_app(engine, worker=not self.role.http)
@@ -152,8 +153,11 @@ class Daemon:
             except RagsyncError as exc:
                 message = str(exc)
                 raise ConfigError(message if message.startswith("source ") else f"source {name!r}: {message}") from None
-        if self.role.works:
-            engine.check_fingerprint()               # never write into an index built another way
+        if self.role.works:                          # never write into an index built another way
+            why = refusal(index.found(self.config), engine.fingerprint, self.config.collection)
+            if why:
+                raise RagsyncError(why)
+            engine.check_fingerprint()               # opens it; also the stamp inside (older copies have none beside)
 
 
 def http_server(app: Flask, host: str, port: int, threads: int) -> wsgi.Server:

@@ -20,7 +20,7 @@ from ragsync.chunk import Chunker
 from ragsync.config import Config
 from ragsync.embed import Embedder, open_embedder
 from ragsync.errors import RagsyncError, StoreError
-from ragsync.fingerprint import differences, fingerprint, short
+from ragsync.fingerprint import fingerprint, mismatch, short
 from ragsync.guard import DeletionGuard
 from ragsync.index import Catalog, SearchFilter, Store, open_catalog
 from ragsync.metrics import Metrics
@@ -104,11 +104,8 @@ class Engine:
         stored = self.store.fingerprint()
         if stored is None:
             self.store.set_fingerprint(self.fingerprint)
-        elif stored != self.fingerprint:
-            raise RagsyncError(
-                f"the index {self.config.collection!r} was built differently from this config "
-                f"({differences(stored, self.fingerprint)}): run `ragsync reindex` to rebuild it beside the "
-                "live one while search keeps working, or restore the old settings")
+        elif why := mismatch(stored, self.fingerprint, self.config.collection):
+            raise RagsyncError(why)
 
     def switch(self, physical: str, store: Store, pipeline: Pipeline, config: Config) -> Store:
         """After a reindex: serve and write the new collection (with its embedder) from now on;

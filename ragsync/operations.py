@@ -318,16 +318,16 @@ class Remote(Reader):
 
 def connect(config: Config, read_only: bool = False, embedder: Callable[[], Embedder] | None = None) -> Operations:
     """The daemon that owns this data_dir, over HTTP, when one runs; else the store opened in
-    this process. Embedded, this command then holds the data_dir's lock until it closes, so a
-    daemon that starts meanwhile waits for it instead of failing; and the admin token goes
-    only to the daemon whose /healthz repeats the instance id it wrote into data_dir.
+    this process. With an embedded store or queue, this command then holds the data_dir's lock
+    until it closes, so a daemon that starts meanwhile waits for it instead of failing; and the
+    admin token goes only to the daemon whose /healthz repeats the instance id it wrote there.
     `read_only`: a data_dir that holds no index is an error, not a new empty index.
     `embedder`: gives the model when the store is opened here (one kept across calls)."""
-    if config.qdrant_url:                     # server mode: any number of processes share the store
+    if not config.exclusive:                  # server mode: any number of processes share store and queue
         if healthz(config.base_url) is not None:
             return Remote(config.base_url, config)
         return Local(Engine(config, embedder=embedder and embedder()), standalone=True)
-    if read_only and not embedded_root(config.data_dir).exists():
+    if read_only and not config.qdrant_url and not embedded_root(config.data_dir).exists():
         raise RagsyncError(f"no index in {config.data_dir}: nothing was ever synced there (is data_dir right? "
                            "`ragsync serve` builds the index)")
     lock = DataLock(config.data_dir)

@@ -73,9 +73,12 @@ def main() -> None:
     ap.add_argument("--edits", type=int, default=40, help="timed webhook edits at each size")
     ap.add_argument("--queries", type=int, default=200, help="timed searches (and recall queries) at each size")
     ap.add_argument("--memory-mb", type=int, help="run `ragsync serve` in a memory cgroup of this size (needs root)")
-    ap.add_argument("--reconcile-pages", type=int, default=10_000)
+    ap.add_argument("--reconcile-pages", type=int, default=10_000,
+                    help="pages of the reconcile and polling part (at least 20; 0 skips it)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the raw encode (no ratio)")
     args = ap.parse_args()
+    if 0 < args.reconcile_pages < 20:
+        ap.error("--reconcile-pages must be at least 20 (the polling part edits and deletes pages apart), or 0")
     os.environ[SECRET_ENV] = SECRET
     os.environ["RAGSYNC_ADMIN_TOKEN"] = ADMIN_TOKEN
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -422,13 +425,14 @@ def bench_polling(engine, wp: FakeWordPress, pages: int) -> None:
          f"{idle_poll[0] * per_min[0] + idle_audit[0] * per_min[1]:.1f} CMS requests, "
          f"{idle_poll[2] * per_min[0] + idle_audit[2] * per_min[1]:.0f} ms CPU")
 
+    lost = existing[10:-1][-6:]                                   # neither edited above nor the latest
     poller.intervals = {"poll": 3.0, "audit": 10.0}
     poller.start()
     rnd = random.Random(5)
     lags: dict[str, list[float]] = {"edit": [], "delete": []}
     for n in range(6):
         time.sleep(rnd.uniform(0, 3))                             # a random phase against the clocks
-        doc = str(existing[100 + n])
+        doc = str(lost[n])
         if n % 2 == 0:
             wp.edit(int(doc), html=f"<p>Lost edit number {n}.</p>")
             want = wp.posts[int(doc)].modified.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,3 +94,18 @@ def daemon_factory(tmp_path: Path, embedder: Embedder) -> Iterator[Callable[...,
 @pytest.fixture
 def daemon(wp: FakeWordPress, daemon_factory) -> Harness:
     return daemon_factory(wp_source(wp))
+
+
+@pytest.fixture
+def qdrant_server(tmp_path: Path, monkeypatch) -> Iterator[Any]:
+    """qdrant-client's local mode standing in for `[qdrant] url` (no server binary here): one
+    client, shared by everything in this process that asks for the server."""
+    from qdrant_client import QdrantClient
+
+    from ragsync import index
+    client = QdrantClient(path=str(tmp_path / "qdrant-server"))
+    close = client.close
+    monkeypatch.setattr(client, "close", lambda **_: None)
+    monkeypatch.setattr(index, "server_client", lambda config, **_: client)
+    yield client
+    close()

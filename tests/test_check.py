@@ -129,3 +129,49 @@ def test_a_data_dir_under_a_file_is_a_problem_for_check_and_one_line_for_serve(w
     assert served.returncode == 1 and "Traceback" not in served.stderr
     assert served.stderr.strip().splitlines() == [f"ragsync: error: data_dir {tmp_path / 'taken' / 'var'} cannot be "
                                                    "created: Not a directory"]
+
+
+def _problem_text(output: str) -> list[str]:
+    """The PROBLEM lines' words, without the finding's column."""
+    return [line.split(None, 2)[2] for line in problems(output)]
+
+
+def test_an_index_built_another_way_is_the_same_line_for_check_and_serve(daemon_factory, wp):
+    """What `check` calls well, `serve` starts on; what it calls a problem, `serve` refuses with
+    the same words (read from the collection while no daemon runs, nothing written)."""
+    wp.publish(1, "Page", page_html(["Hello from WordPress."]))
+    daemon = daemon_factory(wp_source(wp))
+    daemon.wp_event(1)
+    daemon.idle()
+    cfg = daemon.config.path
+    code, out = check(cfg)                                          # held by the running daemon: read beside it
+    assert code == 0 and "was built with these settings" in out, out
+    daemon.close()
+    cfg.write_text(cfg.read_text().replace("[reconcile]\n", "[chunking]\nmax_tokens = 120\n[reconcile]\n"))
+    before = sorted((p.relative_to(cfg.parent), p.stat().st_mtime_ns) for p in (cfg.parent / "var").rglob("*"))
+    code, out = check(cfg)
+    (problem,) = _problem_text(out)
+    assert code == 1 and "max_tokens 200 → 120" in problem and "ragsync reindex" in problem, out
+    assert sorted((p.relative_to(cfg.parent), p.stat().st_mtime_ns) for p in (cfg.parent / "var").rglob("*")) == before
+    served = run_cli(cfg, "serve", timeout=120)
+    assert served.returncode == 1 and served.stderr.strip().splitlines() == [f"ragsync: error: {problem}"]
+
+
+def test_a_collection_ragsync_did_not_write_is_refused_by_check_and_serve_alike(qdrant_server, wp, embedder, tmp_path):
+    from qdrant_client import models
+
+    from ragsync import check as check_mod
+    from ragsync import config as config_mod
+    from ragsync.daemon import Daemon
+    from ragsync.errors import RagsyncError
+    qdrant_server.create_collection("ragsync", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE))
+    qdrant_server.upsert("ragsync", [models.PointStruct(id=1, vector=[0.5] * 8, payload={"page_content": "theirs"})])
+    config = config_mod.load(write_config(tmp_path, wp_source(wp), '[qdrant]\nurl = "http://qdrant.test:6333"'))
+    found = [f for f in check_mod.run(config).findings if f.what == "store" and not f.ok]
+    assert [f.text for f in found] == ["the collection 'ragsync' (ragsync) holds vectors ragsync did not write (no page "
+                                       "records beside it): set another [qdrant] collection, or move that one away"]
+    daemon = Daemon(config, embedder=embedder, port=0)
+    with pytest.raises(RagsyncError) as refused:
+        daemon.start()
+    assert str(refused.value) == found[0].text
+    assert not qdrant_server.collection_exists("ragsync_pages") and qdrant_server.count("ragsync").count == 1

@@ -274,3 +274,42 @@ def test_web_or_worker_without_redis_is_a_one_line_error(role, tmp_path, wp):
     cfg = write_config(tmp_path, wp_source(wp), port=free_port())
     out = run_cli(cfg, role, timeout=120)
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "redis_url" in out.stderr
+
+
+def test_a_qdrant_server_beside_the_embedded_queue(qdrant_server, tmp_path: Path, wp, embedder):
+    """The middle deployment (`[qdrant] url`, no Redis): one `ragsync serve` owns data_dir (the
+    queue's), CLI commands go through it, the index lives on the server, and a search team
+    reads the collection there with a stock LangChain store while the daemon runs."""
+    from langchain_core.embeddings import FakeEmbeddings
+    from langchain_qdrant import QdrantVectorStore
+
+    from ragsync.datalock import DataLock
+    from ragsync.index import embedded_root
+    from ragsync.operations import Remote, connect
+    from tests.support import Harness
+    cfg = write_config(tmp_path, wp_source(wp), 'reconcile_on_start = false\n[qdrant]\nurl = "http://qdrant.test:6333"')
+    daemon = Harness(cfg, embedder)
+    try:
+        wp.publish(1, "Smart pointers", page_html(["Box puts a value on the heap and owns it.", words(1, 60)]))
+        wp.publish(2, "Threads", page_html(["Spawned threads run closures concurrently.", words(2, 60)]))
+        for post_id in (1, 2):
+            daemon.wp_event(post_id)
+        daemon.idle()
+        assert daemon.search("which type stores a value on the heap?", 1)[0]["doc_id"] == "1"
+        lock = DataLock(daemon.config.data_dir, create=False)
+        assert lock.held() and lock.announced()["url"] == daemon.url          # the queue admits one process
+        assert not embedded_root(daemon.config.data_dir).exists()               # the index is the server's
+        ops = connect(daemon.config)
+        assert isinstance(ops, Remote)
+        ops.close()
+
+        reader = QdrantVectorStore(client=qdrant_server, collection_name="ragsync", embedding=FakeEmbeddings(size=384))
+        docs = reader.similarity_search_by_vector(embedder.embed_query("which type stores a value on the heap?"), k=1)
+        assert (docs[0].metadata["doc_id"], docs[0].metadata["title"]) == ("1", "Smart pointers")
+        wp.delete(2)
+        daemon.wp_event(2, "post.deleted")
+        daemon.idle()
+        assert {d.metadata["doc_id"] for d in reader.similarity_search_by_vector(
+            embedder.embed_query("spawned threads"), k=10)} == {"1"}
+    finally:
+        daemon.close()

@@ -352,11 +352,26 @@ def _prefetch(limit: int) -> int:
     return max(50, 3 * limit)
 
 
+@dataclass(frozen=True)
+class Found:
+    """The collection a name means, as it is, read without writing anything: what `ragsync
+    check` and the daemon's start judge before a write (ragsync.fingerprint.refusal)."""
+    physical: str
+    dim: int | None                             # its dense vectors' size; None: not one unnamed vector
+    ours: bool                                  # ragsync's page records are beside it
+    points: int | None                          # None where it cannot be counted without opening it
+    fingerprint: dict[str, Any] | None          # its stamp; None: never stamped, or not readable closed
+
+
 class Catalog:
     """The name users query (`collection`) → the physical collection it means now. A reindex
     builds `next_name()` beside the live one and `switch`es to it in one atomic step."""
 
     def live(self) -> str:
+        raise NotImplementedError
+
+    def found(self) -> Found | None:
+        """The live collection as it is, without creating or opening it; None when there is none."""
         raise NotImplementedError
 
     def next_name(self) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ragsync.config import StoreSettings
-from ragsync.index.base import _SCROLL, DATETIME_FIELDS, KEYWORD_FIELDS, RRF_K, Catalog, Hit, Store, _grouped, _prefetch
+from ragsync.index.base import (_SCROLL, DATETIME_FIELDS, KEYWORD_FIELDS, RRF_K, Catalog, Found, Hit, Store, _grouped,
+                                _prefetch)
 from ragsync.keywords import SPARSE, Keywords
 
 log = logging.getLogger("ragsync.index")
@@ -23,6 +24,7 @@ log = logging.getLogger("ragsync.index")
 SEGMENT_KB = 100_000
 INDEX_KB = 10_000                 # a segment past this (~6,500 points) gets its graph and int8 copies
 OPTIMIZE_EVERY = 20_000
+STAMP = "fingerprint.json"        # the fingerprint again, beside the shards: readable without opening them
 
 
 class EdgeStore(Store):
@@ -46,6 +48,8 @@ class EdgeStore(Store):
         self.params = qe.SearchParams(hnsw_ef=settings.search_ef,
                                       quantization=quantized if settings.quantization == "int8" else None)
         self.optimize()                            # segments written under other settings converge now
+        if not (path / STAMP).exists() and (stamp := self.fingerprint()) is not None:
+            _replace(path / STAMP, json.dumps(stamp))      # stamped before the copy existed
 
     def _config(self, dim: int, graph: bool = True, sparse: bool = False):
         """The shard's layout from the settings. Page records are fetched by id, never searched:
@@ -176,6 +180,10 @@ class EdgeStore(Store):
         return _grouped(self.search(vector, groups * per_group * 4, where, text=text, weights=weights),
                         groups, per_group)
 
+    def set_fingerprint(self, fp):
+        super().set_fingerprint(fp)
+        _replace(self.path / STAMP, json.dumps(fp))
+
     def close(self):
         for shard in (self._chunks, self._pages):
             shard.flush()
@@ -189,9 +197,17 @@ def _forget_quantization(path: Path) -> None:
         return
     persisted = json.loads(path.read_text())
     if persisted.pop("quantization_config", None) is not None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(persisted))
-        os.replace(tmp, path)
+        _replace(path, json.dumps(persisted))
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write a small file whole or not at all (os.replace after fsync): a crash leaves the old or the new."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _has_sparse(shard: Path) -> bool:
@@ -221,14 +237,20 @@ class EdgeCatalog(Catalog):
     def open(self, physical: str, dim: int | None = None, keywords: Keywords | None = None) -> Store:
         return EdgeStore(self.root / physical, dim or self.dim, self.settings, keywords or self.keywords)
 
+    def found(self) -> Found | None:
+        physical = self.live()
+        path = self.root / physical
+        shard = path / "chunks" / "edge_config.json"
+        if not shard.exists():
+            return None
+        dense = json.loads(shard.read_text()).get("vectors", {}).get("", {})
+        stamp = path / STAMP
+        return Found(physical, dense.get("size"), (path / "pages").is_dir(), None,
+                     json.loads(stamp.read_text()) if stamp.exists() else None)
+
     def switch(self, physical: str) -> str:
         old = self.live()
-        tmp = self.alias.with_suffix(".alias.tmp")
-        with open(tmp, "w") as f:
-            f.write(physical)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.alias)
+        _replace(self.alias, physical)
         return old
 
     def drop(self, physical: str) -> None:

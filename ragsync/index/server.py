@@ -6,7 +6,8 @@ import logging
 from typing import Any
 
 from ragsync.config import StoreSettings
-from ragsync.index.base import _SCROLL, DATETIME_FIELDS, GROUP_BY, KEYWORD_FIELDS, RRF_K, Catalog, Hit, Store, _prefetch
+from ragsync.index.base import (_SCROLL, DATETIME_FIELDS, FINGERPRINT_ID, GROUP_BY, KEYWORD_FIELDS, RRF_K, Catalog,
+                                Found, Hit, Store, _prefetch)
 from ragsync.keywords import SPARSE, Keywords
 
 log = logging.getLogger("ragsync.index")
@@ -199,6 +200,18 @@ class ClientCatalog(Catalog):
         self.open(first).close()
         self.switch(first)
         return first
+
+    def found(self) -> Found | None:
+        physical = self._aliases().get(self.collection, self.collection)
+        if not self.client.collection_exists(physical):
+            return None
+        dense = self.client.get_collection(physical).config.params.vectors
+        dense = dense.get("") if isinstance(dense, dict) else dense
+        pages = f"{physical}_pages"
+        ours = self.client.collection_exists(pages)
+        stamp = self.client.retrieve(pages, [FINGERPRINT_ID]) if ours else []
+        return Found(physical, dense.size if dense else None, ours, self.client.count(physical, exact=True).count,
+                     stamp[0].payload.get("fingerprint") if stamp else None)
 
     def next_name(self) -> str:
         gens = [c.name.removeprefix(f"{self.collection}_g") for c in self.client.get_collections().collections]
