@@ -84,23 +84,13 @@ def main() -> None:
     ap.add_argument("--http-threads", type=int, default=16, help="[server] http_threads")
     ap.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus" / "rust-docs.jsonl"))
     ap.add_argument("--door-points", type=int, default=0,
-                    help="only the door during an initial sync of at least this many points (100000: ~6 min)")
+                    help="only the door during an initial sync of at least this many points (100000: ~5 min)")
     args = ap.parse_args()
     if args.door_points:
         bench_door(args.door_points, [json.loads(line) for line in open(args.corpus, encoding="utf-8")])
         return
-    tmp = Path(tempfile.mkdtemp(prefix="ragsync-bench-intake-"))
+    tmp, url, proc = serve("ragsync-bench-intake-", f"http_threads = {args.http_threads}\n")
     pages = tmp / "pages"
-    pages.mkdir()
-    port = free_port()
-    (tmp / "ragsync.toml").write_text(
-        f'data_dir = "var"\n[server]\nport = {port}\nreconcile_on_start = false\nhttp_threads = {args.http_threads}\n'
-        f'[reconcile]\npoll_interval_s = 0\naudit_interval_s = 0\n[[sources]]\nname = "docs"\ntype = "files"\npath = "pages"\nwebhook_secret_env = "{SECRET_ENV}"\n')
-    env = {**os.environ, SECRET_ENV: SECRET, "RAGSYNC_ADMIN_TOKEN": ADMIN_TOKEN}
-    log = open(tmp / "serve.log", "w")
-    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "ragsync"), "--config", str(tmp / "ragsync.toml"), "serve"],
-                            stdout=log, stderr=log, env=env)
-    url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, timeout=30)
     admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     try:
@@ -145,20 +135,8 @@ def main() -> None:
 
 
 def bench_door(points: int, corpus: list[dict]) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="ragsync-bench-door-"))
-    pages = tmp / "pages"
-    pages.mkdir()
-    port = free_port()
-    (tmp / "ragsync.toml").write_text(
-        f'data_dir = "var"\n[server]\nport = {port}\nreconcile_on_start = false\n[chunking]\nmax_tokens = 24\n'
-        f'[reconcile]\npoll_interval_s = 0\naudit_interval_s = 0\n[[sources]]\nname = "docs"\ntype = "files"\n'
-        f'path = "pages"\nwebhook_secret_env = "{SECRET_ENV}"\n')
-    copies = 0
-    env = {**os.environ, SECRET_ENV: SECRET, "RAGSYNC_ADMIN_TOKEN": ADMIN_TOKEN}
-    log_path = tmp / "serve.log"
-    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "ragsync"), "--config", str(tmp / "ragsync.toml"), "serve"],
-                            stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    tmp, url, proc = serve("ragsync-bench-door-", "[chunking]\nmax_tokens = 24\n")
+    pages, log_path, copies = tmp / "pages", tmp / "serve.log", 0
     client = httpx.Client(base_url=url, timeout=30)
     admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     status = lambda: client.get("/admin/status", headers=admin).json()  # noqa: E731
@@ -206,14 +184,31 @@ def bench_door(points: int, corpus: list[dict]) -> None:
         proc.wait(120)
         client.close()
     optimized = [ln for ln in log_path.read_text().splitlines() if "index optimized" in ln]
+    optimized = [json.loads(ln)["msg"] if ln.startswith("{") else ln for ln in optimized]
     print(f"the door during an initial sync: {final['points']:,} points from {copies} copies of the corpus in "
           f"{took:.0f} s (max_tokens 24), {len(optimized)} optimize passes")
     for line in optimized:
-        print(f"    {line.split('ragsync.index')[-1].strip(' :')}")
+        print(f"    {line}")
     for name, got in (("signed webhook → 202", hooks), ("GET /healthz", health)):
         ms = sorted(x * 1000 for x in got)
         print(f"  {name:<22} {len(ms):>5} requests  p50 {ms[len(ms) // 2]:7.1f} ms  p99 {ms[int(len(ms) * 0.99)]:7.1f} ms  "
               f"max {ms[-1]:7.1f} ms  failed {failures['webhook' if 'webhook' in name else 'healthz']}")
+
+
+def serve(prefix: str, settings: str) -> tuple[Path, str, subprocess.Popen]:
+    """A new folder of pages (empty) and `ragsync serve` over it; `settings`: more [server] keys
+    and tables. Its log goes to serve.log there."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    (tmp / "pages").mkdir()
+    port = free_port()
+    (tmp / "ragsync.toml").write_text(
+        f'data_dir = "var"\n[server]\nport = {port}\nreconcile_on_start = false\n{settings}'
+        f'[reconcile]\npoll_interval_s = 0\naudit_interval_s = 0\n[[sources]]\nname = "docs"\ntype = "files"\n'
+        f'path = "pages"\nwebhook_secret_env = "{SECRET_ENV}"\n')
+    env = {**os.environ, SECRET_ENV: SECRET, "RAGSYNC_ADMIN_TOKEN": ADMIN_TOKEN}
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "ragsync"), "--config", str(tmp / "ragsync.toml"), "serve"],
+                            stdout=open(tmp / "serve.log", "w"), stderr=subprocess.STDOUT, env=env)
+    return tmp, f"http://127.0.0.1:{port}", proc
 
 
 def _ready(client: httpx.Client) -> bool:
