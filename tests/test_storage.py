@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -234,5 +236,27 @@ def test_a_kill_9_during_optimize_takes_the_child_along_and_loses_nothing(tmp_pa
     store = EdgeStore(tmp_path / "s", 384)
     try:
         assert store.count_chunks() == 2 * INDEXED
+    finally:
+        store.close()
+
+
+def test_a_kill_9_of_the_optimizing_child_loses_nothing_and_the_next_pass_runs(tmp_path, caplog):
+    """The other process of the pair: the child killed mid-pass is logged, the shards reopen
+    as they were, every point is there, and the next pass does the work."""
+    vectors = _unit(np.random.default_rng(6).standard_normal((2 * INDEXED, 384)))
+    store = EdgeStore(tmp_path / "s", 384)
+    try:
+        ids = _write(store, vectors)
+        optimizer = threading.Thread(target=store.optimize)
+        optimizer.start()
+        children = Path(f"/proc/{os.getpid()}/task/{optimizer.native_id}/children")
+        wait_for(lambda: children.read_text().split(), 30, "the optimizing child to start")
+        os.kill(int(children.read_text().split()[0]), signal.SIGKILL)
+        optimizer.join()
+        assert "optimizing the index failed (rc -9)" in caplog.text
+        assert store.count_chunks() == 2 * INDEXED and store.search(vectors[5].tolist(), 1)[0].id == ids[5]
+        store.optimize()
+        layout = store.layout()
+        assert (layout["points"], layout["indexed"]) == (2 * INDEXED, 2 * INDEXED)
     finally:
         store.close()
