@@ -138,7 +138,9 @@ class Engine:
         if self.queue.shared and self._store is not None:
             self._follow_alias()
         with self.key_lock(source, doc_id):                        # a reindex works the same keys
+            began = time.perf_counter()
             result = self.connectors[source].fetch(doc_id)          # one fetch, applied to both collections
+            fetched = time.perf_counter() - began
             counted = False
             if isinstance(result, Gone):
                 counted = self._guard_deletion(source, doc_id)
@@ -152,9 +154,12 @@ class Engine:
                 if counted:
                     self.guard.applied(source)
         self.metrics.pass_applied(source, outcome, time.time())
-        log.info("pass %s: %s (embedded %d, reused %d, deleted %d)", outcome, doc_id, outcome.embedded,
-                 outcome.reused, outcome.deleted,
-                 extra={"source": source, "doc_id": doc_id, "outcome": outcome.action})
+        steps = {"fetch": fetched, **outcome.seconds}
+        log.info("pass %s: %s (embedded %d, reused %d, deleted %d) in %.0f ms: %s", outcome, doc_id, outcome.embedded,
+                 outcome.reused, outcome.deleted, (time.perf_counter() - began) * 1000,
+                 ", ".join(f"{step} {s * 1000:.0f}" for step, s in steps.items()),
+                 extra={"source": source, "doc_id": doc_id, "outcome": outcome.action,
+                        "ms": {step: round(s * 1000, 1) for step, s in steps.items()}})
         return outcome
 
     def _guard_deletion(self, source: str, doc_id: str) -> bool:

@@ -1,5 +1,6 @@
 """Logging set-up: readable lines on a terminal, JSON lines otherwise (journald, Docker, a log
-shipper), with the fields an operator filters by: source, doc_id, event_id, outcome."""
+shipper), with the fields an operator filters by: source, doc_id, event_id, outcome, and a
+pass's milliseconds per step (ms)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import sys
 from datetime import datetime, timezone
 
-FIELDS = ("source", "doc_id", "event_id", "outcome")
+FIELDS = ("source", "doc_id", "event_id", "outcome", "ms")
 NOISY = ("huey", "werkzeug", "httpx", "cheroot", "sentence_transformers", "transformers", "mcp")
 
 

@@ -11,8 +11,9 @@ superseded ones deleted. A pass that dies anywhere leaves the old version servin
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from connectors.base import Gone, Page
@@ -35,9 +36,24 @@ class Outcome:
     deleted: int = 0
     reused: int = 0           # chunks already in the index with the right text: not embedded
     modified: str = ""        # the CMS's modified time of what is now searchable
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)   # per step: where the pass's time went
 
     def __str__(self) -> str:
         return self.action
+
+
+class _Steps:
+    """Seconds per step of one pass (read, extract, embed, write, switch), for its log line:
+    where the time from webhook to searchable goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + now - self._last
+        self._last = now
 
 
 LINKABLE = ("http://", "https://", "file:")   # what a page's URL may be: search teams render it as a link
@@ -59,22 +75,28 @@ class Pipeline:
         if page.url and not page.url.lower().startswith(LINKABLE):
             log.warning("%s/%s: its URL is not http(s) (%r...): indexed without it", source, page.doc_id, page.url[:20])
             page = replace(page, url="")
+        steps = _Steps()
         current = self.store.page(source, page.doc_id)
         if current and current.state == "live" and page.modified < current.modified:
             log.info("ignored %s/%s: fetched %s is older than indexed %s", source, page.doc_id,
                      page.modified, current.modified)
             return Outcome("stale")
+        steps.done("read")
         desired = _identify(source, page.doc_id, self.chunker.chunk(extract(page.html)))
+        steps.done("extract")
         existing = self.store.doc_chunks(source, page.doc_id)
         change = diff(existing, desired, page)
         new_ids = change.new
+        steps.done("read")
         vectors = self.embedder.embed([desired[pid][1].embed_text for pid in new_ids])
+        steps.done("embed")
         now = utcnow()
         self.store.upsert_chunks([(pid, vec, _payload(source, page, *desired[pid], indexed_at=now,
                                                        fingerprint=self.fingerprint))
                                   for pid, vec in zip(new_ids, vectors)])
         for pid, changed in change.metadata.items():              # metadata-only changes: no embedding
             self.store.set_metadata([pid], changed)
+        steps.done("write")
 
         live_before = current.live_ids if current and current.state == "live" else []
         previous = live_before if live_before != list(desired) else (current.previous_ids if current else [])
@@ -87,10 +109,11 @@ class Pipeline:
         self.store.set_metadata(new_ids + change.revived, {"live": True})
         stale = change.stale
         self.store.delete_chunks(stale)
+        steps.done("switch")
         if current and current.state == "live" and not new_ids and not stale and not switched:
-            return Outcome("unchanged", reused=len(desired))
+            return Outcome("unchanged", reused=len(desired), seconds=steps.seconds)
         return Outcome("updated" if current and current.state == "live" else "indexed", len(new_ids), len(stale),
-                       reused=len(desired) - len(new_ids), modified=page.modified)
+                       reused=len(desired) - len(new_ids), modified=page.modified, seconds=steps.seconds)
 
     def tombstone(self, source: str, doc_id: str, reason: str, modified: str = "") -> Outcome:
         """Hide the page at once (record first), then delete its points. The record stays,

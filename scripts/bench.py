@@ -233,11 +233,19 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targ
         line("store open / serve start-up to ready (goal <= 30 s)", f"{open_s:.2f} s / {ready_s:.1f} s")
         line(f"search over HTTP, {len(asked)} queries (goal p99 <= 100 ms)", _percentiles(search))
         line(f"webhook → searchable, {edits} edits (goal p50 <= 100, p99 <= 500 ms)", _percentiles(fresh))
+        line("  where an edit's pass spends it (p50 ms per step)", _pass_steps(config.data_dir / "serve.log", edits))
         line(f"recall@10 default vs exact, {len(vectors)} queries (goal >= 0.98)", f"{recall:.3f}")
     for (p0, r0), (p1, r1) in zip(rows, rows[1:]):
         line(f"RSS growth {p0:,} → {p1:,} points (goal <= 0.3 KB/point)",
              f"{(r1['VmRSS'] - r0['VmRSS']) * 1024 / (p1 - p0):.2f} KB/point "
              f"(anon {(r1['RssAnon'] - r0['RssAnon']) * 1024 / (p1 - p0):.2f})")
+
+
+def _pass_steps(log_path: Path, passes: int) -> str:
+    """The median milliseconds of each step over the last `passes` passes the daemon logged."""
+    logged = [json.loads(ln)["ms"] for ln in log_path.read_text().splitlines() if ln.startswith("{") and '"ms"' in ln]
+    steps = {step: sorted(ms[step] for ms in logged[-passes:]) for step in logged[-1]}
+    return ", ".join(f"{step} {values[len(values) // 2]:.1f}" for step, values in steps.items())
 
 
 def _found(got: list, exact: list) -> int:

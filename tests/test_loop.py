@@ -3,6 +3,8 @@ and everything that must make a page disappear again (unpublished means unsearch
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.support import page_html, words
@@ -132,3 +134,20 @@ def test_hostile_html_is_indexed_safely(daemon, wp):
     assert "Deeply nested text survives." in texts and "alert" not in texts and "p{}" not in texts
     assert daemon.engine.store.page("blog", "16").title == "Hostile & ’title’"
     assert daemon.doc_texts("blog", "1") == ["A page that must not be harmed."]
+
+
+def test_a_pass_says_where_its_time_went(daemon, wp, caplog):
+    """Webhook → searchable, step by step: the pass's log line (and its JSON `ms` field) gives
+    the milliseconds of fetch, read, extract, embed, write and switch."""
+    import logging
+
+    from ragsync.logs import JsonFormatter
+    wp.publish(1, "Steps", page_html(["Each step of a pass is timed."]))
+    with caplog.at_level(logging.INFO, logger="ragsync.engine"):
+        daemon.wp_event(1)
+        daemon.idle()
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("pass indexed: 1 ")]
+    assert list(record.ms) == ["fetch", "read", "extract", "embed", "write", "switch"]
+    assert all(ms >= 0 for ms in record.ms.values()) and record.ms["embed"] > 0
+    assert " in " in record.getMessage() and "embed " in record.getMessage()
+    assert json.loads(JsonFormatter().format(record))["ms"] == record.ms
