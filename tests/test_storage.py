@@ -6,12 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +16,7 @@ from ragsync.chunk import Chunker
 from ragsync.config import StoreSettings
 from ragsync.extract import extract
 from ragsync.index import INDEX_KB, ClientStore, EdgeStore, PageRecord, collection_params
-from tests.support import page_html, wait_for, wp_source
+from tests.support import page_html, wp_source
 
 CORPUS = Path(__file__).parent / "data" / "rust-docs-40.jsonl.gz"      # the shared corpus's first 40 pages
 DEFAULT = {"on_disk": True, "quantization": "int8", "hnsw_m": 16, "hnsw_ef_construct": 100}
@@ -44,7 +38,7 @@ def _write(store, vectors: np.ndarray, copy: int = 0, text=lambda i: f"chunk {i}
 
 def _index_memory(store: EdgeStore) -> set[str]:
     """Where the engine keeps each payload index of both shards, as it reports it."""
-    infos = [i for shard in store._shards.values() for i in shard.info().payload_schema.values()]
+    infos = [*store._chunks.info().payload_schema.values(), *store._pages.info().payload_schema.values()]
     return {str(getattr(i.params, "memory", None) or "default").removeprefix("Memory.") for i in infos}
 
 
@@ -172,91 +166,3 @@ def test_a_daemon_restarted_with_other_store_settings_keeps_its_index(daemon_fac
     hits = second.search("shared behavior")
     assert hits and hits[0]["doc_id"] == "1"
     assert second.engine.store.writes == 0 and second.engine.snapshot().collection["config_matches"]
-
-
-def test_optimizing_stalls_no_thread_of_this_process(tmp_path):
-    """The engine holds the GIL for a whole optimize pass (~7 s a full segment on 2 cores): the
-    pass runs in a child process, so the other threads of this one (the door's, health's) keep
-    running, and a search asked meanwhile waits for the shards and is answered whole."""
-    vectors = _unit(np.random.default_rng(4).standard_normal((2 * INDEXED, 384)))     # under OPTIMIZE_EVERY
-    store = EdgeStore(tmp_path / "s", 384)
-    try:
-        ids = _write(store, vectors)
-        gaps: list[float] = []
-        answers: list = []
-        stop = threading.Event()
-
-        def tick() -> None:
-            last = time.monotonic()
-            while not stop.is_set():
-                time.sleep(0.01)
-                gaps.append(time.monotonic() - last)
-                last = time.monotonic()
-        ticker = threading.Thread(target=tick)
-        optimizer = threading.Thread(target=store.optimize)
-        searcher = threading.Thread(target=lambda: answers.append(store.search(vectors[3].tolist(), 1)))
-        ticker.start()
-        began = time.monotonic()
-        optimizer.start()
-        wait_for(lambda: store._gate._closed, 30, "the optimize pass to close the shards")
-        searcher.start()
-        optimizer.join()
-        searcher.join()
-        took = time.monotonic() - began
-        stop.set()
-        ticker.join()
-        layout = store.layout()
-        assert (layout["points"], layout["indexed"]) == (2 * INDEXED, 2 * INDEXED)    # the child built the graphs
-        assert answers[0][0].id == ids[3]
-        assert max(gaps) < took / 3, f"a thread of this process stood still {max(gaps):.2f}s of a {took:.2f}s pass"
-    finally:
-        store.close()
-
-
-def test_a_kill_9_during_optimize_takes_the_child_along_and_loses_nothing(tmp_path):
-    """The child optimizing the closed shards dies with the daemon: a store restarted after a
-    kill -9 is never opened by two processes, and every point written is there."""
-    script = (f"import sys, numpy as np; sys.path.insert(0, {str(Path(__file__).parent.parent)!r})\n"
-              "from tests.test_storage import _unit, _write, INDEXED\nfrom ragsync.index import EdgeStore\n"
-              f"store = EdgeStore(__import__('pathlib').Path({str(tmp_path / 's')!r}), 384)\n"
-              "_write(store, _unit(np.random.default_rng(5).standard_normal((2 * INDEXED, 384))))\n"
-              "print('written', flush=True)\nstore.optimize()\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "written"
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-    wait_for(lambda: children.read_text().split(), 30, "the optimizing child to start")
-    (child,) = children.read_text().split()
-    proc.kill()
-    proc.wait()
-    wait_for(lambda: not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2],
-             60, "the child to end")
-    graphs = [seg for seg in (tmp_path / "s" / "chunks" / "segments").glob("*/segment.json")
-              if json.loads(seg.read_text())["config"]["vector_data"][""]["index"]["type"] == "hnsw"]
-    assert graphs == [], "the child went on optimizing after its parent died"
-    store = EdgeStore(tmp_path / "s", 384)
-    try:
-        assert store.count_chunks() == 2 * INDEXED
-    finally:
-        store.close()
-
-
-def test_a_kill_9_of_the_optimizing_child_loses_nothing_and_the_next_pass_runs(tmp_path, caplog):
-    """The other process of the pair: the child killed mid-pass is logged, the shards reopen
-    as they were, every point is there, and the next pass does the work."""
-    vectors = _unit(np.random.default_rng(6).standard_normal((2 * INDEXED, 384)))
-    store = EdgeStore(tmp_path / "s", 384)
-    try:
-        ids = _write(store, vectors)
-        optimizer = threading.Thread(target=store.optimize)
-        optimizer.start()
-        children = Path(f"/proc/{os.getpid()}/task/{optimizer.native_id}/children")
-        wait_for(lambda: children.read_text().split(), 30, "the optimizing child to start")
-        os.kill(int(children.read_text().split()[0]), signal.SIGKILL)
-        optimizer.join()
-        assert "optimizing the index failed (rc -9)" in caplog.text
-        assert store.count_chunks() == 2 * INDEXED and store.search(vectors[5].tolist(), 1)[0].id == ids[5]
-        store.optimize()
-        layout = store.layout()
-        assert (layout["points"], layout["indexed"]) == (2 * INDEXED, 2 * INDEXED)
-    finally:
-        store.close()

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +20,7 @@ log = logging.getLogger("ragsync.index")
 
 # The embedded engine optimizes only when asked, and holds the GIL while it does: segments are
 # kept to ~65k points (one pass ≈ 7 s on 2 cores, measured) and a pass runs after every
-# OPTIMIZE_EVERY points written or deleted, in a child process (see EdgeStore.optimize).
+# OPTIMIZE_EVERY points written or deleted, so no single pause grows with the index.
 SEGMENT_KB = 100_000
 INDEX_KB = 10_000                 # a segment past this (~6,500 points) gets its graph and int8 copies
 OPTIMIZE_EVERY = 20_000
@@ -42,25 +38,18 @@ class EdgeStore(Store):
         self.qe, self.settings, self.path = qe, settings, path
         self._unoptimized = 0                      # points written or deleted since the last optimize
         self._optimizing = threading.Lock()
-        self._gate = _Gate()                       # steps share it; optimize() closes the shards under it
-        self._chunks, self._pages = "chunks", "pages"    # handles: names of the shards in self._shards
         path.mkdir(parents=True, exist_ok=True)
+        kinds = qe.PayloadSchemaType
         self.sparse = _has_sparse(path / "chunks")      # False: built before keyword vectors (reindex adds them)
-        self._dim = dim
-        self._shards = self._load()
+        self._chunks = self._open(path / "chunks", self._config(dim, sparse=self.sparse), {
+            **dict.fromkeys(KEYWORD_FIELDS, kinds.Keyword), **dict.fromkeys(DATETIME_FIELDS, kinds.Datetime)})
+        self._pages = self._open(path / "pages", self._config(1, graph=False), {"source": kinds.Keyword})
         quantized = qe.QuantizationSearchParams(rescore=True, oversampling=settings.oversampling)
         self.params = qe.SearchParams(hnsw_ef=settings.search_ef,
                                       quantization=quantized if settings.quantization == "int8" else None)
-        for shard in self._shards.values():        # segments written under other settings converge now
-            shard.optimize()                       # (here: nothing else uses the store yet)
+        self.optimize()                            # segments written under other settings converge now
         if not (path / STAMP).exists() and (stamp := self.fingerprint()) is not None:
             _replace(path / STAMP, json.dumps(stamp))      # stamped before the copy existed
-
-    def _load(self) -> dict[str, Any]:
-        kinds = self.qe.PayloadSchemaType
-        return {"chunks": self._open(self.path / "chunks", self._config(self._dim, sparse=self.sparse), {
-                    **dict.fromkeys(KEYWORD_FIELDS, kinds.Keyword), **dict.fromkeys(DATETIME_FIELDS, kinds.Datetime)}),
-                "pages": self._open(self.path / "pages", self._config(1, graph=False), {"source": kinds.Keyword})}
 
     def _config(self, dim: int, graph: bool = True, sparse: bool = False):
         """The shard's layout from the settings. Page records are fetched by id, never searched:
@@ -100,26 +89,11 @@ class EdgeStore(Store):
         return shard
 
     def optimize(self):
-        """Merge segments and build their graphs and int8 copies in a child process. The engine
-        holds the GIL for the whole pass (~7 s for a full segment on 2 cores), which in this
-        process would stall every thread — webhooks, health, searches. Meanwhile the shards are
-        closed, and only the store's own calls wait (at the gate)."""
-        with self._optimizing, self._gate.closed():
+        with self._optimizing:
             self._unoptimized = 0
             started = time.monotonic()
-            for shard in self._shards.values():
-                shard.flush()
-                shard.close()
-            try:
-                child = subprocess.run([sys.executable, "-c", _OPTIMIZE, str(os.getpid()), *(
-                    str(self.path / name) for name in self._shards)], capture_output=True, text=True)
-            finally:
-                self._shards = self._load()
-            if child.returncode != 0:
-                log.error("optimizing the index failed (rc %d): %s", child.returncode,
-                          (child.stderr.strip().splitlines() or ["no output"])[-1])
-            elif (child.stdout.split() or [""])[-1] == "changed":
-                info = self._shards["chunks"].info()
+            if self._chunks.optimize() | self._pages.optimize():
+                info = self._chunks.info()
                 log.info("index optimized in %.1fs: %d points, %d indexed, %d segments", time.monotonic() - started,
                          info.points_count, info.indexed_vectors_count, info.segments_count)
 
@@ -129,8 +103,7 @@ class EdgeStore(Store):
             self.optimize()
 
     def layout(self):
-        with self._gate.open():
-            info = self._shards["chunks"].info()
+        info = self._chunks.info()
         applied = []
         for seg in (self.path / "chunks" / "segments").glob("*/segment.json"):
             vectors = json.loads(seg.read_text())["config"]["vector_data"][""]
@@ -161,34 +134,26 @@ class EdgeStore(Store):
     def _scroll_batch(self, collection, flt, offset, include, exclude, with_vector):
         selector = self.qe.PayloadSelector
         payload = selector.Include(include) if include else selector.Exclude(exclude) if exclude else True
-        request = self.qe.ScrollRequest(offset=offset, limit=_SCROLL, filter=flt, with_payload=payload,
-                                        with_vector=with_vector)
-        with self._gate.open():
-            return self._shards[collection].scroll(request)
+        return collection.scroll(self.qe.ScrollRequest(offset=offset, limit=_SCROLL, filter=flt, with_payload=payload,
+                                                       with_vector=with_vector))
 
     def _retrieve(self, collection, ids):
-        with self._gate.open():
-            return self._shards[collection].retrieve(ids, True, False)
+        return collection.retrieve(ids, True, False)
 
     def _count(self, collection, flt):
-        with self._gate.open():
-            return self._shards[collection].count(self.qe.CountRequest(exact=True, filter=flt))
+        return collection.count(self.qe.CountRequest(exact=True, filter=flt))
 
     def _upsert(self, collection, points):
-        self._update(collection, self.qe.UpdateOperation.upsert_points([self.qe.Point(*p) for p in points]))
+        collection.update(self.qe.UpdateOperation.upsert_points([self.qe.Point(*p) for p in points]))
 
     def _set_payload(self, ids, metadata):
-        self._update("chunks", self.qe.UpdateOperation.set_payload(ids, metadata, key="metadata"))
+        self._chunks.update(self.qe.UpdateOperation.set_payload(ids, metadata, key="metadata"))
 
     def _update_vectors(self, vectors):
-        self._update("chunks", self.qe.UpdateOperation.update_vectors([self.qe.PointVectors(*v) for v in vectors]))
+        self._chunks.update(self.qe.UpdateOperation.update_vectors([self.qe.PointVectors(*v) for v in vectors]))
 
     def _delete(self, ids):
-        self._update("chunks", self.qe.UpdateOperation.delete_points(ids))
-
-    def _update(self, collection, operation):
-        with self._gate.open():
-            self._shards[collection].update(operation)
+        self._chunks.update(self.qe.UpdateOperation.delete_points(ids))
 
     def search(self, vector, limit, where=None, exact=False, text=None, weights=(1.0, 1.0)):
         qe = self.qe
@@ -208,9 +173,7 @@ class EdgeStore(Store):
         else:
             request = qe.QueryRequest(limit=limit, query=dense or keyword, params=params if dense else None,
                                       filter=flt, with_payload=True, with_vector=False)
-        with self._gate.open():
-            found = self._shards["chunks"].query(request)
-        return [Hit(str(h.id), h.score, h.payload) for h in found]
+        return [Hit(str(h.id), h.score, h.payload) for h in self._chunks.query(request)]
 
     def search_groups(self, vector, groups, per_group, where=None, text=None, weights=(1.0, 1.0)):
         """The embedded engine has no grouping query: the best points, grouped here."""
@@ -222,61 +185,9 @@ class EdgeStore(Store):
         _replace(self.path / STAMP, json.dumps(fp))
 
     def close(self):
-        with self._gate.closed():
-            for shard in self._shards.values():
-                shard.flush()
-                shard.close()
-
-
-# The child that optimizes closed shards: it dies with the daemon (a store restarted after a
-# kill -9 is never opened by two processes) and says whether anything changed.
-_OPTIMIZE = """
-import ctypes, os, signal, sys
-ctypes.CDLL(None).prctl(1, signal.SIGKILL)                      # PR_SET_PDEATHSIG
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(1)
-import qdrant_edge
-changed = False
-for path in sys.argv[2:]:
-    shard = qdrant_edge.EdgeShard.load(path, None)
-    changed |= shard.optimize()
-    shard.flush()
-    shard.close()
-print("changed" if changed else "unchanged")
-"""
-
-
-class _Gate:
-    """Many store calls at once (`open`), or none while the shards are closed (`closed`)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._inside = 0
-        self._closed = False
-
-    @contextlib.contextmanager
-    def open(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._closed)
-            self._inside += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._inside -= 1
-                self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def closed(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._closed and self._inside == 0)
-            self._closed = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._closed = False
-                self._cond.notify_all()
+        for shard in (self._chunks, self._pages):
+            shard.flush()
+            shard.close()
 
 
 def _forget_quantization(path: Path) -> None:
