@@ -15,9 +15,9 @@ import httpx
 
 from connectors import connector_class
 from connectors.base import Connector, Gone
+from ragsync import index
 from ragsync.config import Config
 from ragsync.datalock import DataLock
-from ragsync import index
 from ragsync.embed import PROVIDERS, open_embedder
 from ragsync.errors import FetchError, RagsyncError
 from ragsync.fingerprint import fingerprint, refusal
@@ -106,6 +106,7 @@ def _server(config: Config, report: Report) -> None:
 
 def _data_dir(config: Config, report: Report) -> None:
     data = config.data_dir
+    lock = DataLock(data, create=False)
     existing = next(p for p in (data, *data.parents) if p.exists())
     if not existing.is_dir():
         report.add("store", False, f"data_dir {data} cannot be created: {existing} is a file, not a folder")
@@ -115,8 +116,8 @@ def _data_dir(config: Config, report: Report) -> None:
                                    f"data_dir {data} cannot be created ({existing} is not writable by this user)")
     elif not data.exists():
         report.add("store", True, f"data_dir {data} does not exist yet: the first `ragsync serve` creates it")
-    elif DataLock(data, create=False).held():
-        url = (DataLock(data, create=False).announced() or {}).get("url")
+    elif lock.held():
+        url = (lock.announced() or {}).get("url")
         report.add("store", True, f"data_dir {data} is held by a running ragsync daemon" + (f" at {url}" if url else ""))
     elif not config.qdrant_url:
         report.add("store", True, f"data_dir {data}: " + ("an index is there" if embedded_root(data).exists() else
