@@ -4,8 +4,9 @@ around a wait for SIGTERM/SIGINT. `ragsync serve`, the tests and the benchmark a
 ragsync through it, so they all check secrets and the fingerprint and recover pending work.
 
 In embedded mode the web app and the workers share one process (Role.SERVE), because only
-one process may open the embedded store. HTTP is served by cheroot (CherryPy's production
-WSGI server): a thread pool of its own, so an ack never waits on a pass."""
+one process may open the embedded store; webhooks and /healthz are answered by its front
+process (front.py), which never waits on the store. HTTP is served by cheroot (CherryPy's
+production WSGI server): a thread pool of its own, so an ack never waits on a pass."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ragsync.embed import Embedder
 from ragsync.engine import Engine
 from ragsync.errors import ConfigError, RagsyncError
 from ragsync.fingerprint import refusal
+from ragsync.front import Front, behind_front, http_server
 from ragsync.mcp import Bridge
 from ragsync.operations import healthz
 from ragsync.poller import Poller
@@ -34,9 +36,7 @@ from ragsync.web import create_app
 
 log = logging.getLogger("ragsync.daemon")
 
-MAX_HEADER_BYTES = 64 * 1024          # request line + headers; more is a 413 and a closed connection
 STORE_WAIT_S = 120                    # how long a starting daemon waits for a CLI command to finish
-READ_TIMEOUT_S = 5                    # a client that stalls this long mid-request is dropped
 STARTUP_LEASE_S = 600                 # server mode: workers started within this share one startup reconcile
 
 
@@ -74,7 +74,9 @@ class Daemon:
         self.http_threads = http_threads or config.http_threads
         self.engine: Engine | None = None
         self.poller: Poller | None = None
+        self.app: Flask | None = None                # the web app (behind the front, when there is one)
         self.server: wsgi.Server | None = None
+        self.front: Front | None = None
         self.mcp: Bridge | None = None
         self.url: str | None = None
         self._lock: DataLock | None = None
@@ -95,10 +97,15 @@ class Daemon:
             self.engine = engine = Engine(config, embedder=self.embedder, lazy_store=True)
             self._check(engine)
             if self.port is not None:
-                app = create_app(engine, worker=not self.role.http)
+                self.app = app = create_app(engine, worker=not self.role.http)
                 self.mcp = app.extensions.get("ragsync.mcp")
-                self.server = http_server(app, self.host, self.port, self.http_threads)
-                self.url = f"http://{self.host}:{self.server.bind_addr[1]}"
+                if self.role is Role.SERVE and not config.qdrant_url:   # the store holds the GIL for seconds
+                    self.front = Front(config, self.host, self.port, self.http_threads)
+                    self.server = http_server(behind_front(app, self.front.secret), "127.0.0.1", 0, self.http_threads)
+                    self.url = f"http://{self.host}:{self.front.port}"
+                else:
+                    self.server = http_server(app, self.host, self.port, self.http_threads)
+                    self.url = f"http://{self.host}:{self.server.bind_addr[1]}"
             engine.embedder.load()                   # load (or reach) it before taking traffic: /readyz is honest
             gc.collect()
             gc.freeze()         # the model's and libraries' ~0.4M objects: out of every full collection (~0.3 s each)
@@ -116,6 +123,8 @@ class Daemon:
                 if self._lock and self.role is Role.SERVE:     # the CLI's admin calls go to this URL
                     engine.instance = self._lock.announce(self.url)
                 threading.Thread(target=self.server.serve, daemon=True, name="http").start()
+                if self.front is not None:
+                    self.front.start(engine.metrics, engine.instance, f"http://127.0.0.1:{self.server.bind_addr[1]}")
                 log.info("ragsync %s listening on %s (data in %s)", self.role.value, self.url, config.data_dir)
             if self.role is Role.WORKER:
                 log.info("ragsync worker running %d worker thread(s) on %s", self.workers, config.redis_url)
@@ -126,9 +135,9 @@ class Daemon:
     def stop(self) -> None:
         """Stop taking requests, finish the passes in flight, close the store, release the data_dir."""
         self._stopped.set()
-        parts = (self.server and self.server.stop, self.mcp and self.mcp.close, self.poller and self.poller.stop,
-                 self.engine and self.engine.close, self._lock and self._lock.release)
-        self.server, self.mcp, self.poller, self.engine, self._lock = None, None, None, None, None
+        parts = (self.front and self.front.stop, self.server and self.server.stop, self.mcp and self.mcp.close,
+                 self.poller and self.poller.stop, self.engine and self.engine.close, self._lock and self._lock.release)
+        self.front, self.server, self.mcp, self.poller, self.engine, self._lock = None, None, None, None, None, None
         for close in parts:                          # in this order
             if close:
                 close()
@@ -161,15 +170,6 @@ class Daemon:
             if why:
                 raise RagsyncError(why)
             engine.check_fingerprint()               # opens it; also the stamp inside (older copies have none beside)
-
-
-def http_server(app: Flask, host: str, port: int, threads: int) -> wsgi.Server:
-    """A bound, ready-to-serve cheroot server (port 0 picks a free one: see .bind_addr)."""
-    server = wsgi.Server((host, port), app, numthreads=threads, server_name="ragsync",
-                         request_queue_size=128, shutdown_timeout=5, timeout=READ_TIMEOUT_S)
-    server.max_request_header_size = MAX_HEADER_BYTES     # cheroot's default is unlimited; bodies: Flask's limit
-    server.prepare()
-    return server
 
 
 def _startup_reconcile(engine: Engine) -> None:

@@ -63,10 +63,7 @@ class Engine:
         self.metrics = Metrics(self.snapshot)
         self.embedder.on_batch, self.embedder.on_error = self.metrics.embedded_batch, self.metrics.embed_error
         self.guard = DeletionGuard(config.max_delete_share, config.delete_window_s, config.delete_floor)
-        self.queue = WorkQueue(config.data_dir, self._pass, redis_url=config.redis_url,
-                               max_attempts=config.max_attempts, backoff_base_s=config.backoff_base_s,
-                               backoff_max_s=config.backoff_max_s, lease_s=config.lease_s,
-                               outage_horizon_s=config.outage_horizon_s)
+        self.queue = WorkQueue.for_config(config, self._pass)
         self.queue.on_outcome = self.metrics.pass_done
         self.notes = open_notes(config.data_dir, config.redis_url)   # shared: reconcile figures, poll clocks, leases
 

@@ -38,6 +38,12 @@ def setup(level: int, json_lines: bool | None = None) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def current() -> tuple[int, bool]:
+    """This process's level and line format, for a child process that logs alongside it."""
+    root = logging.getLogger()
+    return root.level, any(isinstance(h.formatter, JsonFormatter) for h in root.handlers)
+
+
 def daemon_level() -> None:
     """INFO for the daemon's processes unless RAGSYNC_LOG_LEVEL says otherwise (DEBUG adds a
     line per accepted delivery with its event id, which at intake rates is a lot of lines)."""

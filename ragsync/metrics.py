@@ -81,6 +81,9 @@ class Metrics:
         self.webhooks.labels(source).inc()
         self.webhook_at[source] = time.time()
 
+    def rejected_delivery(self, source: str, status: int) -> None:
+        self.rejected.labels(source, str(status)).inc()
+
     def freshness_by_hour(self, source: str, now: float) -> list[list[float]]:
         """CMS change → searchable, in seconds, of the changes made searchable in each of the
         last 24 hours (oldest hour first), from one pass over the recent samples."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from huey import RedisHuey, SqliteHuey
 
 from ragsync import retry
+from ragsync.config import Config
 from ragsync.errors import FetchError, StoreError, Waiting
 from ragsync.pending import Key, Parked, Pending, RedisPending, Row, SqlitePending
 
@@ -51,6 +52,12 @@ class WorkQueue:
         self._consumer = None
         self._stop = threading.Event()
         self.on_outcome: Callable[[str, str], None] = lambda source, outcome: None   # per pass, e.g. metrics
+
+    @classmethod
+    def for_config(cls, config: Config, handler: Callable[[str, str], object]) -> WorkQueue:
+        return cls(config.data_dir, handler, redis_url=config.redis_url, max_attempts=config.max_attempts,
+                   backoff_base_s=config.backoff_base_s, backoff_max_s=config.backoff_max_s, lease_s=config.lease_s,
+                   outage_horizon_s=config.outage_horizon_s)
 
     # -- intake -----------------------------------------------------------------------------
 

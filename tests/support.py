@@ -86,6 +86,27 @@ def words(seed: int, n: int) -> str:
     return " ".join(out).capitalize() + "."
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue                              # it ended while we looked
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped, is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -225,6 +246,10 @@ class ServeProcess:
     def webhook(self, source: str, body: dict) -> httpx.Response:
         raw, headers = signed(body)
         return self.http.post(f"/webhooks/{source}", content=raw, headers=headers)
+
+    def front_pid(self) -> int:
+        """The front process this daemon started (it answers webhooks and /healthz)."""
+        return next(pid for pid in children(self.proc.pid) if b"ragsync.front" in Path(f"/proc/{pid}/cmdline").read_bytes())
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -9,11 +9,13 @@ from ipaddress import ip_network
 
 import httpx
 import pytest
+from werkzeug.test import Client
 
 from ragsync import config as config_mod
 from ragsync.daemon import Daemon, Role
 from ragsync.door import MAX_BUCKETS, RateLimiter, client_key
 from ragsync.errors import ConfigError
+from ragsync.front import behind_front
 from ragsync.source import within
 from ragsync.web import create_app
 from tests.support import ADMIN_TOKEN, page_html, wp_source, write_config
@@ -85,10 +87,19 @@ def test_the_status_page_search_box_pays_the_search_rate_limit(daemon_factory, w
 
 def test_junk_forwarded_addresses_cost_nothing_and_ipv6_is_keyed_by_its_64(daemon_factory, wp):
     daemon = daemon_factory(wp_source(wp), 'trusted_proxies = ["127.0.0.1/32"]\nsearch_rate_limit_per_s = 1000')
-    limiter = daemon.server.wsgi_app.extensions["ragsync.limiter"]
+    limiter = daemon.app.extensions["ragsync.limiter"]
     for i in range(300):
         daemon.http.get("/search", params={"q": "x"}, headers={"X-Forwarded-For": f"junk-{i}, <script>{i}"})
     assert len([k for k in limiter.buckets if k.startswith("search ")]) == 1
+    # the front vouches for the address it saw, and no client can claim one through it
+    daemon.http.get("/search", params={"q": "x"}, headers={"X-Ragsync-Client": "203.0.113.7",
+                                                             "X-Ragsync-Front": "guess"})
+    assert [k for k in limiter.buckets if k.startswith("search ")] == ["search 127.0.0.1"]
+    front = Client(behind_front(daemon.app, daemon.front.secret))
+    for secret in ("guess", daemon.front.secret):
+        front.get("/search?q=x", headers={"X-Ragsync-Client": "203.0.113.7", "X-Ragsync-Front": secret},
+                  environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert [k for k in limiter.buckets if k.startswith("search ")] == ["search 127.0.0.1", "search 203.0.113.7"]
     app = create_app(daemon.engine)
     with app.test_request_context(environ_base={"REMOTE_ADDR": "2001:db8:1:2:aaaa::1"}):
         assert client_key(daemon.engine.config) == "2001:db8:1:2::/64"

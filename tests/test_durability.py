@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sqlite3
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ragsync.chunk import Chunker
 from ragsync.embed import Embedder
 from ragsync.errors import StoreError
-from tests.support import (ServeProcess, exported, free_port, page_html, published, run_cli, wait_for, words, wp_source,
+from tests.support import (ServeProcess, alive, exported, free_port, page_html, published, run_cli, wait_for, words, wp_source,
                            write_config)
 
 NO_STARTUP_RECONCILE = "reconcile_on_start = false"     # so only the durable queue can save the events
@@ -48,13 +50,32 @@ def test_kill_9_mid_pass_loses_no_acknowledged_webhook(tmp_path, wp, chunker):
             if daemon.webhook("blog", {"type": "post.published", "id": post_id}).status_code == 202:
                 acknowledged.add(str(post_id))
         wait_for(lambda: running_rows(tmp_path) > 0, 60, "a pass to be running")
+        front = daemon.front_pid()
         daemon.kill()
+        wait_for(lambda: not alive(front), 10, "the front process to die with the daemon")
     daemon = ServeProcess(cfg, tmp_path / "serve.log")
     daemon.idle()
     assert daemon.stop() == 0
     index = exported(cfg)
     assert len(acknowledged) == 10 and acknowledged <= set(index)   # every 202 ended up searchable
     assert index == published(wp, chunker)
+
+
+def test_kill_9_of_the_front_loses_no_acknowledged_webhook(daemon_factory, wp):
+    """The front answers webhooks; killed, it is replaced on the same socket: what it
+    acknowledged is worked off, and a sender's next delivery waits in the backlog, not refused."""
+    daemon = daemon_factory(wp_source(wp))
+    for post_id in range(1, 7):
+        wp.publish(post_id, f"Page {post_id}", page_html([words(post_id, 40)]))
+    assert all(daemon.wp_event(post_id).status_code == 202 for post_id in (1, 2, 3))
+    killed = daemon.front.pid
+    os.kill(killed, signal.SIGKILL)
+    daemon.http.close()                          # its kept-alive connection died with the front (a sender reconnects)
+    daemon.http = httpx.Client(base_url=daemon.url, timeout=30)
+    assert all(daemon.wp_event(post_id).status_code == 202 for post_id in (4, 5, 6))
+    assert daemon.front.pid != killed and not alive(killed)
+    daemon.idle()
+    assert all(daemon.engine.store.doc_chunks("blog", str(post_id)) for post_id in range(1, 7))
 
 
 def test_cms_503_with_retry_after_then_recovery(daemon_factory, wp):

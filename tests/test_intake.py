@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -130,17 +133,20 @@ def test_admin_api_needs_the_token(daemon):
     assert ok.status_code == 200 and "points" in ok.json()
 
 
-def test_no_secret_in_logs_or_error_bodies(indexed, caplog):
-    daemon, _ = indexed
-    caplog.set_level(logging.DEBUG)
+def test_no_secret_in_logs_or_error_bodies(daemon_factory, wp, caplog, capfd):
+    caplog.set_level(logging.DEBUG)                # before the start: the front process logs at this level too
+    daemon = daemon_factory(wp_source(wp))
+    wp.publish(5, "Kept", "<p>This page must survive every rejected request.</p>")
     bodies = []
     for raw, headers in (signed(BODY, secret="whsec_" + "QUJDREVGR0hJSktMTU5PUA=="), signed(b"{bad"),
                          signed(BODY, timestamp=1)):
         bodies.append(_post(daemon, raw, headers).text)
     daemon.wp_event(5, "post.updated")
     daemon.idle()
+    front = capfd.readouterr().err                 # the front process's lines (webhooks are answered there)
+    assert "rejected delivery for blog: 401" in front and "accepted delivery for blog: 5" in front
     secret_core = SECRET.removeprefix("whsec_")
-    for text in bodies + [caplog.text]:
+    for text in bodies + [caplog.text, front]:
         assert secret_core not in text and "test-admin-token-0123456789" not in text
 
 
@@ -180,9 +186,10 @@ def test_rate_limit_answers_429_with_retry_after(daemon_factory, wp):
     assert len(daemon.engine.queue.pending()) == 2
 
 
-def test_secret_rotation_accepts_the_new_and_the_old_secret(daemon, monkeypatch):
+def test_secret_rotation_accepts_the_new_and_the_old_secret(daemon_factory, wp, monkeypatch):
     new = "whsec_" + "TkVXLXNlY3JldC1mb3Itcm90YXRpb24="
     monkeypatch.setenv("RAGSYNC_TEST_SECRET", f"{new} {SECRET}")        # the variable holds both during a rotation
+    daemon = daemon_factory(wp_source(wp), consume=False)              # (read at start, like every secret)
     for secret in (new, SECRET):
         assert _post(daemon, *signed({"type": "post.published", "id": 30}, secret=secret)).status_code == 202
     other = "whsec_" + "QUJDREVGR0hJSktMTU5PUA=="
@@ -228,3 +235,50 @@ def test_what_the_daemon_loaded_at_start_is_out_of_full_collections(daemon):
     the door's too, ~0.3 s each, several a minute in a bulk sync (measured): frozen at start."""
     import gc
     assert gc.get_freeze_count() > 100_000
+
+
+PROBE = """
+import json, sys, time, pathlib, httpx
+from tests.support import signed
+url, go = sys.argv[1], pathlib.Path(sys.argv[2])
+http = httpx.Client(base_url=url, timeout=30)
+http.get("/healthz")
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.005)
+took = {}
+for name, send in (("webhook", lambda: http.post("/webhooks/blog", content=raw, headers=headers)),
+                   ("healthz", lambda: http.get("/healthz")), ("search", lambda: http.get("/search?q=x"))):
+    raw, headers = signed({"type": "post.published", "id": 41})
+    began = time.monotonic()
+    took[name] = (send().status_code, time.monotonic() - began)
+print(json.dumps(took))
+"""
+
+
+def test_webhooks_and_health_answer_while_the_daemon_holds_the_gil(daemon, wp, tmp_path):
+    """The embedded engine's optimize pass holds the GIL for seconds, and nothing else in the
+    daemon's process runs: a webhook answered there waited as long. Here this process holds the
+    GIL for 3 s (a pure-Python loop with a 60 s switch interval) while another process sends a
+    webhook, asks /healthz, then searches: the first two are answered by the front, the search
+    waits for the daemon."""
+    wp.publish(41, "Held", "<p>Accepted while the daemon could not run.</p>")
+    go = tmp_path / "go"
+    probe = subprocess.Popen([sys.executable, "-c", PROBE, daemon.url, str(go)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).parents[1])
+    assert probe.stdout.readline() == "ready\n"
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(60)
+    try:
+        go.touch()
+        held = time.monotonic() + 3
+        while time.monotonic() < held:
+            pass
+    finally:
+        sys.setswitchinterval(switch)
+    took = json.loads(probe.communicate(timeout=60)[0])         # {name: (status, seconds)}
+    assert took["webhook"][0] == 202 and took["webhook"][1] < 1.0, took
+    assert took["healthz"][0] == 200 and took["healthz"][1] < 1.0, took
+    assert took["search"][0] == 200 and took["search"][1] > 1.5, took      # the daemon itself was held
+    daemon.idle()
+    assert daemon.engine.store.doc_chunks("blog", "41")

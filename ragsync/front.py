@@ -1,0 +1,294 @@
+"""How ragsync meets HTTP: its cheroot servers and, with an embedded store, the front process.
+
+The embedded engine holds the GIL for whole seconds while it optimizes (every 20,000 points a
+bulk sync or reindex writes), and nothing else in that process runs meanwhile: a webhook
+answered there waits as long, and a CMS gives up (the plugin after 2 s). So `ragsync serve`
+with an embedded store answers `POST /webhooks/*` and `GET /healthz` in a child process of its
+own, the front, which needs only what a webhook needs: the sources' secrets and the durable
+pending record (SQLite in data_dir, shared between processes). Every other request the front
+passes through to the daemon on a loopback port, with the client's address (searches, MCP,
+admin and the status page wait while the store is busy, as they must).
+
+The daemon binds the public socket and hands it to the front, so a front that dies is
+replaced on the same socket (connections wait in its backlog), and the front dies with the
+daemon (PR_SET_PDEATHSIG). The front reports what it accepted and refused back over a pipe,
+so /metrics and the status page count every delivery.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import pickle
+import queue
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from cheroot import wsgi
+from flask import Flask
+from werkzeug.middleware.http_proxy import ProxyMiddleware
+
+from connectors import connector_class
+from connectors.base import Connector
+from ragsync import logs
+from ragsync.config import Config
+from ragsync.door import RateLimiter, same
+from ragsync.errors import RagsyncError
+from ragsync.intake import Deliveries, alive, prepare, webhooks
+from ragsync.queue import WorkQueue
+
+log = logging.getLogger("ragsync.front")
+
+MAX_HEADER_BYTES = 64 * 1024          # request line + headers; more is a 413 and a closed connection
+READ_TIMEOUT_S = 5                    # a client that stalls this long mid-request is dropped
+BACKLOG = 128                         # connections the kernel holds while no thread (or no front) takes them
+START_TIMEOUT_S = 60                  # a front not ready by then fails the daemon's start
+RESTART_DELAY_S = 0.5                 # between a front's death and its replacement
+UPSTREAM_TIMEOUT_S = 3600             # a request passed through (an admin reconcile may take minutes)
+FRONT_HEADER = "X-Ragsync-Front"      # the front's secret: the daemon believes the address it vouches for
+CLIENT_HEADER = "X-Ragsync-Client"
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+def http_server(app: WSGIApp, host: str, port: int, threads: int, sock: socket.socket | None = None) -> wsgi.Server:
+    """A bound, ready-to-serve cheroot server (port 0 picks a free one: see .bind_addr);
+    `sock`: serve this listening socket instead of binding one."""
+    server = _Server((host, port), app, numthreads=threads, server_name="ragsync", request_queue_size=BACKLOG,
+                     shutdown_timeout=5, timeout=READ_TIMEOUT_S)
+    server.adopted = sock
+    server.max_request_header_size = MAX_HEADER_BYTES     # cheroot's default is unlimited; bodies: Flask's limit
+    server.prepare()
+    return server
+
+
+class _Server(wsgi.Server):
+    adopted: socket.socket | None = None
+
+    def bind(self, family, type, proto=0):
+        """cheroot binds in prepare(); a front serves the socket its daemon bound."""
+        if self.adopted is None:
+            return super().bind(family, type, proto)
+        self.socket = self.adopted
+        self.bind_addr = self.resolve_real_bind_addr(self.socket)
+        return self.socket
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=BACKLOG)
+    except OSError as exc:
+        raise RagsyncError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def behind_front(app: WSGIApp, secret: str) -> WSGIApp:
+    """The daemon's app, reached through its front: the client is the address the front saw
+    (only when the front's secret comes with it; anyone else's header is dropped)."""
+    def vouched(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        client = environ.pop(f"HTTP_{CLIENT_HEADER.upper().replace('-', '_')}", None)
+        if same(environ.pop(f"HTTP_{FRONT_HEADER.upper().replace('-', '_')}", ""), secret) and client:
+            environ["REMOTE_ADDR"] = client
+        return app(environ, start_response)
+    return vouched
+
+
+class Front:
+    """The daemon's handle on its front process: binds the public socket at once (a busy port
+    fails the start), starts the front, replaces it if it dies, and stops it first."""
+
+    def __init__(self, config: Config, host: str, port: int, threads: int) -> None:
+        self.config, self.threads = config, threads
+        self.socket = listen(host, port)
+        self.port: int = self.socket.getsockname()[1]
+        self.secret = secrets.token_hex(16)
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._failed: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return self._proc.pid if self._proc is not None else None
+
+    def start(self, metrics: Deliveries, instance: str | None, upstream: str) -> None:
+        """Start the front (from a thread that lives as long as it: the death signal follows the
+        thread that forked) and wait until it serves."""
+        settings = {"config": self.config, "instance": instance, "upstream": upstream, "secret": self.secret,
+                    "threads": self.threads, "log": logs.current()}
+        threading.Thread(target=self._keep, args=(settings, metrics), daemon=True, name="front").start()
+        if not self._ready.wait(START_TIMEOUT_S) or self._failed:
+            self.stop()
+            raise RagsyncError(f"the front process (webhooks, /healthz) did not start: {self._failed or 'timed out'}")
+
+    def stop(self) -> None:
+        """Stop taking requests: the front finishes the ones in flight (theirs to the daemon too)."""
+        self._stopping.set()
+        with self._lock:
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.socket.close()
+
+    def _keep(self, settings: dict[str, Any], metrics: Deliveries) -> None:
+        while True:
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                proc, events = self._spawn(settings)
+                self._proc = proc
+            for line in events:
+                _apply(json.loads(line), metrics, self._ready)
+            events.close()
+            code = proc.wait()
+            if self._stopping.is_set():
+                return
+            if not self._ready.is_set():
+                self._failed = f"it exited with {code} (its error is above)"
+                self._ready.set()
+                return
+            log.warning("the front process (webhooks, /healthz) exited with %s; starting another", code)
+            self._stopping.wait(RESTART_DELAY_S)
+
+    def _spawn(self, settings: dict[str, Any]) -> tuple[subprocess.Popen, Any]:
+        read, write = os.pipe()
+        listening = self.socket.fileno()
+        proc = subprocess.Popen([sys.executable, "-m", "ragsync.front", str(listening), str(write)],
+                                stdin=subprocess.PIPE, pass_fds=(listening, write))
+        os.close(write)
+        try:
+            proc.stdin.write(pickle.dumps(settings))       # type: ignore[union-attr]
+            proc.stdin.close()                             # type: ignore[union-attr]
+        except BrokenPipeError:
+            pass                                           # it died at once: its exit code tells
+        return proc, os.fdopen(read, "rb")
+
+
+def _apply(event: list, metrics: Deliveries, ready: threading.Event) -> None:
+    kind, *args = event
+    if kind == "ready":
+        ready.set()
+    elif kind == "webhook":
+        metrics.webhook(*args)
+    elif kind == "rejected":
+        metrics.rejected_delivery(*args)
+
+
+# -- the front process ---------------------------------------------------------------------------
+
+class _Relay:
+    """Deliveries counted in the front, sent to the daemon by a thread of their own (a request
+    never waits on the pipe, even while the daemon is busy)."""
+
+    def __init__(self, fd: int) -> None:
+        self.out = os.fdopen(fd, "wb")
+        self.events: queue.SimpleQueue[list] = queue.SimpleQueue()
+        threading.Thread(target=self._send, daemon=True, name="relay").start()
+
+    def webhook(self, source: str) -> None:
+        self.events.put(["webhook", source])
+
+    def rejected_delivery(self, source: str, status: int) -> None:
+        self.events.put(["rejected", source, status])
+
+    def ready(self) -> None:
+        self.events.put(["ready"])
+
+    def _send(self) -> None:
+        while True:
+            batch = [self.events.get()]
+            while not self.events.empty():
+                batch.append(self.events.get())
+            try:
+                self.out.write(b"".join(json.dumps(e).encode() + b"\n" for e in batch))
+                self.out.flush()
+            except OSError:
+                return                                 # the daemon is gone; so are we, shortly
+
+
+@dataclass
+class _Intake:
+    """What the webhook and /healthz views need (intake.Intake), without a store or a model."""
+    config: Config
+    connectors: dict[str, Connector]
+    queue: WorkQueue
+    metrics: Deliveries
+    instance: str | None
+
+
+def front_app(intake: _Intake, upstream: str, secret: str) -> WSGIApp:
+    """Webhooks and /healthz here; everything else passed through to the daemon, as sent."""
+    app = Flask("ragsync")
+    prepare(app, intake.config)
+    app.extensions["ragsync"] = intake
+    app.extensions["ragsync.limiter"] = RateLimiter()
+    app.register_blueprint(webhooks)
+    app.register_blueprint(alive)
+    proxy = ProxyMiddleware(app, {}, timeout=UPSTREAM_TIMEOUT_S)
+    through = {"target": upstream, "remove_prefix": False, "host": None, "headers": {FRONT_HEADER: secret},
+               "ssl_context": None}
+
+    def front(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz" or path.startswith("/webhooks/"):
+            return app(environ, start_response)
+        environ[f"HTTP_{CLIENT_HEADER.upper().replace('-', '_')}"] = environ.get("REMOTE_ADDR", "")
+        environ.setdefault("HTTP_HOST", f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}")
+        raw_path = environ.get("REQUEST_URI", path).split("?", 1)[0]       # as sent: %2F stays %2F
+        return proxy.proxy_to(through, raw_path, "")(environ, start_response)
+    return front
+
+
+def main() -> None:
+    """`python -m ragsync.front LISTEN_FD EVENTS_FD`, its settings pickled on stdin (by Front)."""
+    _die_with_parent()
+    listening, events = int(sys.argv[1]), int(sys.argv[2])
+    settings = pickle.load(sys.stdin.buffer)
+    logs.setup(*settings["log"])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C reaches the whole group: the daemon stops us
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    config: Config = settings["config"]
+    http = httpx.Client()
+    relay = _Relay(events)
+    intake = _Intake(config, {name: connector_class(src.type)(src, http) for name, src in config.sources.items()},
+                     WorkQueue.for_config(config, _no_passes), relay, settings["instance"])
+    server = http_server(front_app(intake, settings["upstream"], settings["secret"]), config.host, 0,
+                         settings["threads"], socket.socket(fileno=listening))
+    relay.ready()
+    threading.Thread(target=server.serve, daemon=True, name="http").start()
+    stopped.wait()
+    server.stop()
+    intake.queue.close()
+
+
+def _no_passes(source: str, doc_id: str) -> None:
+    raise AssertionError("the front process runs no passes")
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: a kill -9 of the daemon takes its front along (and frees the port)."""
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)       # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:                                       # it died before we asked
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main()
