@@ -73,7 +73,9 @@ class Engine:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return open_catalog(self.config, self.embedder.dim)
+        catalog = open_catalog(self.config, self.embedder.dim)
+        catalog.quiet = self.queue.quiet
+        return catalog
 
     @property
     def store(self) -> Store:

@@ -18,6 +18,7 @@ so /metrics and the status page count every delivery.
 from __future__ import annotations
 
 import ctypes
+import http.client
 import json
 import logging
 import os
@@ -29,14 +30,14 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from cheroot import wsgi
-from flask import Flask
-from werkzeug.middleware.http_proxy import ProxyMiddleware
+from flask import Flask, Response, request
+from werkzeug.http import is_hop_by_hop_header
 
 from connectors import connector_class
 from connectors.base import Connector
@@ -55,8 +56,11 @@ BACKLOG = 128                         # connections the kernel holds while no th
 START_TIMEOUT_S = 60                  # a front not ready by then fails the daemon's start
 RESTART_DELAY_S = 0.5                 # between a front's death and its replacement
 UPSTREAM_TIMEOUT_S = 3600             # a request passed through (an admin reconcile may take minutes)
+CHUNK = 64 * 1024
 FRONT_HEADER = "X-Ragsync-Front"      # the front's secret: the daemon believes the address it vouches for
 CLIENT_HEADER = "X-Ragsync-Client"
+PASSED_AS_OURS = {"host", "content-length", FRONT_HEADER.lower(), CLIENT_HEADER.lower()}
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
@@ -86,9 +90,11 @@ class _Server(wsgi.Server):
 def listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=BACKLOG)
+        sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
     except OSError as exc:
         raise RagsyncError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)    # as cheroot's own: accepted sockets inherit it
+    return sock
 
 
 def behind_front(app: WSGIApp, secret: str) -> WSGIApp:
@@ -122,9 +128,9 @@ class Front:
         with self._lock:
             return self._proc.pid if self._proc is not None else None
 
-    def start(self, metrics: Deliveries, instance: str | None, upstream: str) -> None:
+    def start(self, metrics: Deliveries, instance: str | None, upstream: int) -> None:
         """Start the front (from a thread that lives as long as it: the death signal follows the
-        thread that forked) and wait until it serves."""
+        thread that forked) and wait until it serves; `upstream`: the daemon's loopback port."""
         settings = {"config": self.config, "instance": instance, "upstream": upstream, "secret": self.secret,
                     "threads": self.threads, "log": logs.current()}
         threading.Thread(target=self._keep, args=(settings, metrics), daemon=True, name="front").start()
@@ -232,27 +238,49 @@ class _Intake:
     instance: str | None
 
 
-def front_app(intake: _Intake, upstream: str, secret: str) -> WSGIApp:
-    """Webhooks and /healthz here; everything else passed through to the daemon, as sent."""
+def front_app(intake: _Intake, upstream: int, secret: str) -> Flask:
+    """Webhooks and /healthz here; every other request passed through to the daemon's loopback
+    port as it came (its raw target, its headers), under the same body limit and JSON errors."""
     app = Flask("ragsync")
     prepare(app, intake.config)
     app.extensions["ragsync"] = intake
     app.extensions["ragsync.limiter"] = RateLimiter()
     app.register_blueprint(webhooks)
     app.register_blueprint(alive)
-    proxy = ProxyMiddleware(app, {}, timeout=UPSTREAM_TIMEOUT_S)
-    through = {"target": upstream, "remove_prefix": False, "host": None, "headers": {FRONT_HEADER: secret},
-               "ssl_context": None}
 
-    def front(environ: dict, start_response: Callable) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if path == "/healthz" or path.startswith("/webhooks/"):
-            return app(environ, start_response)
-        environ[f"HTTP_{CLIENT_HEADER.upper().replace('-', '_')}"] = environ.get("REMOTE_ADDR", "")
-        environ.setdefault("HTTP_HOST", f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}")
-        raw_path = environ.get("REQUEST_URI", path).split("?", 1)[0]       # as sent: %2F stays %2F
-        return proxy.proxy_to(through, raw_path, "")(environ, start_response)
-    return front
+    def through(path: str = "") -> Response:
+        body = request.get_data(cache=False)                  # Flask's limit: 413 here, as the daemon would
+        conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=UPSTREAM_TIMEOUT_S)
+        try:
+            conn.putrequest(request.method, request.environ.get("REQUEST_URI") or request.full_path,
+                            skip_host=True, skip_accept_encoding=True)
+            for name, value in request.headers.items():
+                if not is_hop_by_hop_header(name) and name.lower() not in PASSED_AS_OURS:
+                    conn.putheader(name, value)
+            conn.putheader("Host", request.host)
+            conn.putheader(FRONT_HEADER, secret)
+            conn.putheader(CLIENT_HEADER, request.remote_addr or "")
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
+            answer = conn.getresponse()
+        except OSError as exc:
+            conn.close()
+            raise RagsyncError(f"the daemon did not answer its front: {exc}") from None
+        headers = [(k, v) for k, v in answer.getheaders() if not is_hop_by_hop_header(k)]
+        return Response(_body(answer, conn), status=answer.status, headers=headers, direct_passthrough=True)
+
+    app.add_url_rule("/", "through", through, methods=METHODS, provide_automatic_options=False)
+    app.add_url_rule("/<path:path>", "through", through, methods=METHODS, provide_automatic_options=False)
+    return app
+
+
+def _body(answer: http.client.HTTPResponse, conn: http.client.HTTPConnection) -> Iterator[bytes]:
+    """The daemon's answer, streamed as it comes (an export is long)."""
+    try:
+        while chunk := answer.read1(CHUNK):
+            yield chunk
+    finally:
+        conn.close()
 
 
 def main() -> None:

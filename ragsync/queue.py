@@ -9,11 +9,12 @@ both on Redis, for several processes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from huey import RedisHuey, SqliteHuey
@@ -82,6 +83,18 @@ class WorkQueue:
                     self._record.forget_delivery(source, delivery_id)
             raise
         return new
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """While inside, no transaction of this process is open on the queue's SQLite files and
+        none starts. The embedded engine holds the GIL for seconds when it optimizes: a thread of
+        ours caught inside a transaction would keep the file's write lock that long, and the
+        front process's 202 would wait on it (or fail past SQLite's busy timeout)."""
+        if self.shared:
+            yield
+            return
+        with self._record.lock, self._huey.storage.lock:      # huey's one lock around its connection
+            yield
 
     def recover(self) -> int:
         """On start: queue again what a dead process left behind. Embedded, every record is

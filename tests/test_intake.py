@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -282,3 +283,17 @@ def test_webhooks_and_health_answer_while_the_daemon_holds_the_gil(daemon, wp, t
     assert took["search"][0] == 200 and took["search"][1] > 1.5, took      # the daemon itself was held
     daemon.idle()
     assert daemon.engine.store.doc_chunks("blog", "41")
+
+
+def test_an_optimize_pass_waits_until_no_queue_transaction_is_open(daemon):
+    """A thread of the daemon caught inside a SQLite transaction when the engine takes the GIL
+    would keep the file's write lock for the whole pass, and the front's 202 would wait on it:
+    the pass starts only when the queue's transactions are closed, and none opens during it."""
+    engine = daemon.engine
+    optimizing = threading.Thread(target=engine.store.optimize)
+    with engine.queue.quiet():                       # as a transaction in flight would
+        optimizing.start()
+        optimizing.join(0.5)
+        assert optimizing.is_alive()                 # waits for it
+    optimizing.join(30)
+    assert not optimizing.is_alive()

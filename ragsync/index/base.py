@@ -9,7 +9,7 @@ import functools
 import inspect
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -366,6 +366,9 @@ class Found:
 class Catalog:
     """The name users query (`collection`) → the physical collection it means now. A reindex
     builds `next_name()` beside the live one and `switch`es to it in one atomic step."""
+
+    # What must hold still while an embedded store it opens optimizes (the daemon's queue).
+    quiet: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
 
     def live(self) -> str:
         raise NotImplementedError

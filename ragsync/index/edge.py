@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,11 @@ class EdgeStore(Store):
     survives kill -9; keyword indexes make per-page operations sub-millisecond at 1M points."""
 
     def __init__(self, path: Path, dim: int, settings: StoreSettings = StoreSettings(),
-                 keywords: Keywords | None = None) -> None:
+                 keywords: Keywords | None = None,
+                 quiet: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext) -> None:
+        """`quiet`: held around each optimize pass (see Catalog.quiet)."""
         super().__init__(keywords or Keywords())
+        self.quiet = quiet
         import qdrant_edge as qe
         self.qe, self.settings, self.path = qe, settings, path
         self._unoptimized = 0                      # points written or deleted since the last optimize
@@ -89,7 +94,7 @@ class EdgeStore(Store):
         return shard
 
     def optimize(self):
-        with self._optimizing:
+        with self._optimizing, self.quiet():
             self._unoptimized = 0
             started = time.monotonic()
             if self._chunks.optimize() | self._pages.optimize():
@@ -235,7 +240,7 @@ class EdgeCatalog(Catalog):
         return f"{self.collection}.{max([1, *(int(t) for t in taken if t.isdigit())]) + 1}"
 
     def open(self, physical: str, dim: int | None = None, keywords: Keywords | None = None) -> Store:
-        return EdgeStore(self.root / physical, dim or self.dim, self.settings, keywords or self.keywords)
+        return EdgeStore(self.root / physical, dim or self.dim, self.settings, keywords or self.keywords, self.quiet)
 
     def found(self) -> Found | None:
         physical = self.live()
