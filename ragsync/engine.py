@@ -52,8 +52,6 @@ class Engine:
         self._live = ""                            # the physical collection behind the name, once opened
         self._store_lock = threading.Lock()
         self._snapshot: tuple[float, Any, Snapshot] | None = None   # (when, key, what) for snapshot(max_age_s)
-        if not lazy_store:
-            self.store
         self.http = httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False,
                                  headers={"user-agent": "ragsync/0.1"})
         self.connectors: dict[str, Connector] = {
@@ -66,6 +64,12 @@ class Engine:
         self.queue = WorkQueue.for_config(config, self._pass)
         self.queue.on_outcome = self.metrics.pass_done
         self.notes = open_notes(config.data_dir, config.redis_url)   # shared: reconcile figures, poll clocks, leases
+        if not lazy_store:
+            try:
+                self.store
+            except BaseException:
+                self.close()
+                raise
 
     @cached_property
     def fingerprint(self) -> dict[str, Any]:
