@@ -10,14 +10,18 @@ passes through to the daemon on a loopback port, with the client's address (sear
 admin and the status page wait while the store is busy, as they must).
 
 The daemon binds the public socket and hands it to the front, so a front that dies is
-replaced on the same socket (connections wait in its backlog), and the front dies with the
-daemon (PR_SET_PDEATHSIG). The front reports what it accepted and refused back over a pipe,
-so /metrics and the status page count every delivery.
+replaced on the same socket (connections wait in its backlog). A stopping daemon stops its
+front first, by closing the front's stdin (the front ignores the SIGTERM that systemd sends
+the whole group, so it is never replaced mid-stop), and a daemon killed with -9 takes its front along
+(PR_SET_PDEATHSIG). The front reports what it accepted and refused back over a pipe, so
+/metrics and the status page count every delivery, and its deliveries wake the idle workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import http.client
 import json
 import logging
@@ -145,7 +149,8 @@ class Front:
         with self._lock:
             proc = self._proc
         if proc is not None and proc.poll() is None:
-            proc.terminate()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()                         # type: ignore[union-attr]  # its signal to stop
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -179,9 +184,9 @@ class Front:
         proc = subprocess.Popen([sys.executable, "-m", "ragsync.front", str(listening), str(write)],
                                 stdin=subprocess.PIPE, pass_fds=(listening, write))
         os.close(write)
-        try:
+        try:                                               # stdin stays open: its end tells the front to stop
             proc.stdin.write(pickle.dumps(settings))       # type: ignore[union-attr]
-            proc.stdin.close()                             # type: ignore[union-attr]
+            proc.stdin.flush()                             # type: ignore[union-attr]
         except BrokenPipeError:
             pass                                           # it died at once: its exit code tells
         return proc, os.fdopen(read, "rb")
@@ -286,14 +291,14 @@ def _body(answer: http.client.HTTPResponse, conn: http.client.HTTPConnection) ->
 
 
 def main() -> None:
-    """`python -m ragsync.front LISTEN_FD EVENTS_FD`, its settings pickled on stdin (by Front)."""
+    """`python -m ragsync.front LISTEN_FD EVENTS_FD`, its settings pickled on stdin (by Front),
+    serving until stdin ends."""
     _die_with_parent()
     listening, events = int(sys.argv[1]), int(sys.argv[2])
+    for sig in (signal.SIGINT, signal.SIGTERM):      # Ctrl-C and systemd signal the whole group: the daemon
+        signal.signal(sig, signal.SIG_IGN)           # stops us when it is ready to, by closing our stdin
     settings = pickle.load(sys.stdin.buffer)
     logs.setup(*settings["log"])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C reaches the whole group: the daemon stops us
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     config: Config = settings["config"]
     http = httpx.Client()
     relay = _Relay(events)
@@ -301,9 +306,11 @@ def main() -> None:
                      WorkQueue.for_config(config, _no_passes), relay, settings["instance"])
     server = http_server(front_app(intake, settings["upstream"], settings["secret"]), config.host, 0,
                          settings["threads"], socket.socket(fileno=listening))
+    gc.collect()
+    gc.freeze()                                      # what start-up loaded: out of every full collection
     relay.ready()
     threading.Thread(target=server.serve, daemon=True, name="http").start()
-    stopped.wait()
+    sys.stdin.buffer.read()                          # until the daemon closes it (or dies)
     server.stop()
     intake.queue.close()
 
