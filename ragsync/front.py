@@ -132,13 +132,12 @@ class Front:
         with self._lock:
             return self._proc.pid if self._proc is not None else None
 
-    def start(self, metrics: Deliveries, wake: Callable[[], None], instance: str | None, upstream: int) -> None:
+    def start(self, metrics: Deliveries, instance: str | None, upstream: int) -> None:
         """Start the front (from a thread that lives as long as it: the death signal follows the
-        thread that forked) and wait until it serves; `upstream`: the daemon's loopback port;
-        `metrics` counts its deliveries, `wake` is called when one queued work."""
+        thread that forked) and wait until it serves; `upstream`: the daemon's loopback port."""
         settings = {"config": self.config, "instance": instance, "upstream": upstream, "secret": self.secret,
                     "threads": self.threads, "log": logs.current()}
-        threading.Thread(target=self._keep, args=(settings, metrics, wake), daemon=True, name="front").start()
+        threading.Thread(target=self._keep, args=(settings, metrics), daemon=True, name="front").start()
         if not self._ready.wait(START_TIMEOUT_S) or self._failed:
             self.stop()
             raise RagsyncError(f"the front process (webhooks, /healthz) did not start: {self._failed or 'timed out'}")
@@ -158,7 +157,7 @@ class Front:
                 proc.wait()
         self.socket.close()
 
-    def _keep(self, settings: dict[str, Any], metrics: Deliveries, wake: Callable[[], None]) -> None:
+    def _keep(self, settings: dict[str, Any], metrics: Deliveries) -> None:
         while True:
             with self._lock:
                 if self._stopping.is_set():
@@ -166,7 +165,7 @@ class Front:
                 proc, events = self._spawn(settings)
                 self._proc = proc
             for line in events:
-                _apply(json.loads(line), metrics, self._ready, wake)
+                _apply(json.loads(line), metrics, self._ready)
             events.close()
             code = proc.wait()
             if self._stopping.is_set():
@@ -192,13 +191,12 @@ class Front:
         return proc, os.fdopen(read, "rb")
 
 
-def _apply(event: list, metrics: Deliveries, ready: threading.Event, wake: Callable[[], None]) -> None:
+def _apply(event: list, metrics: Deliveries, ready: threading.Event) -> None:
     kind, *args = event
     if kind == "ready":
         ready.set()
     elif kind == "webhook":
         metrics.webhook(*args)
-        wake()                                           # its keys are queued: the workers look now
     elif kind == "rejected":
         metrics.rejected_delivery(*args)
 

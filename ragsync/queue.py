@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from huey import RedisHuey, SqliteHuey
-from huey.storage import SqliteStorage
 
 from ragsync import retry
 from ragsync.config import Config
@@ -28,41 +27,6 @@ from ragsync.pending import Key, Parked, Pending, RedisPending, Row, SqlitePendi
 log = logging.getLogger("ragsync.queue")
 
 WAIT_FOREVER = 2**31                              # a waiting key never runs out of attempts
-POLL_S = 0.05                                     # SQLite: an idle worker looks again this often at the latest
-
-
-class _WakingStorage(SqliteStorage):
-    """huey's SQLite storage with workers that wait to be woken: at once when this process
-    queues a task, or when told another process did (`wake()`: the front's deliveries), and
-    after POLL_S otherwise. huey's own SQLite workers poll, and backing off to 50 ms cost a
-    webhook ~25 ms on average before its pass began."""
-
-    blocking = True                                   # huey's workers call dequeue() without sleeping
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.arrivals = threading.Condition()
-        self.generation = 0                           # bumped by every wake, so none is missed
-
-    def enqueue(self, data, priority=None):
-        super().enqueue(data, priority)
-        self.wake()
-
-    def wake(self) -> None:
-        with self.arrivals:
-            self.generation += 1
-            self.arrivals.notify_all()
-
-    def dequeue(self):
-        with self.arrivals:
-            seen = self.generation
-        data = super().dequeue()
-        if data is None:
-            with self.arrivals:
-                if self.generation == seen:
-                    self.arrivals.wait(POLL_S)
-            data = super().dequeue()
-        return data
 
 
 class WorkQueue:
@@ -81,8 +45,7 @@ class WorkQueue:
             self._huey = RedisHuey("ragsync", url=redis_url, results=False)
             self._record: Pending = RedisPending(redis_url)
         else:
-            self._huey = SqliteHuey("ragsync", filename=str(data_dir / "queue.db"), results=False,
-                                    storage_class=_WakingStorage)
+            self._huey = SqliteHuey("ragsync", filename=str(data_dir / "queue.db"), results=False)
             self._record = SqlitePending(data_dir / "state.db")
         self._task = self._huey.task(name="ragsync.pass")(self._run)
         self._running: set[Key] = set()                 # keys this process is working on (lease renewal)
@@ -132,11 +95,6 @@ class WorkQueue:
             return
         with self._record.lock, self._huey.storage.lock:      # huey's one lock around its connection
             yield
-
-    def wake(self) -> None:
-        """Another process queued a task: this one's idle workers look now (Redis wakes them itself)."""
-        if not self.shared:
-            self._huey.storage.wake()
 
     def recover(self) -> int:
         """On start: queue again what a dead process left behind. Embedded, every record is
@@ -267,8 +225,10 @@ class WorkQueue:
     # -- running the consumer in this process -----------------------------------------------
 
     def start(self, workers: int) -> None:
-        """huey's consumer as threads in this process, woken by new tasks (see _WakingStorage)."""
+        """huey's consumer as threads in this process, polling at most every 50 ms so that
+        a webhook is picked up well inside the freshness budget."""
         self._consumer = self._huey.create_consumer(workers=workers, worker_type="thread", periodic=False,
+                                                   initial_delay=0.01, backoff=1.3, max_delay=0.05,
                                                    scheduler_interval=1, check_worker_health=False)
         saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         self._consumer.start()
@@ -281,8 +241,6 @@ class WorkQueue:
         """Finish the passes in flight, then stop; keys not started stay pending for next start."""
         self._stop.set()
         if self._consumer is not None:
-            self._consumer.stop_flag.set()            # then wake the waiting workers, so they see it
-            self.wake()
             self._consumer.stop(graceful=True)
             self._consumer = None
 

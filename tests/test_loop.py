@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from ragsync import queue
-from tests.support import page_html, words, wp_source
+from tests.support import page_html, words
 
 RUST = ("Ownership is a set of rules that govern how a Rust program manages memory. "
         "Each value has an owner, and when the owner goes out of scope the value is dropped.")
@@ -152,15 +151,3 @@ def test_a_pass_says_where_its_time_went(daemon, wp, caplog):
     assert all(ms >= 0 for ms in record.ms.values()) and record.ms["embed"] > 0
     assert " in " in record.getMessage() and "embed " in record.getMessage()
     assert json.loads(JsonFormatter().format(record))["ms"] == record.ms
-
-
-def test_a_delivery_wakes_the_idle_workers(daemon_factory, wp, monkeypatch):
-    """An idle worker waits to be woken rather than polling: the front's delivery wakes it
-    (over the front's pipe), so a pass begins at once. Here a worker not woken would look again
-    only after 20 s."""
-    monkeypatch.setattr(queue, "POLL_S", 20.0)
-    daemon = daemon_factory(wp_source(wp))
-    wp.publish(7, "Woken", page_html([words(7, 30)]))
-    daemon.wp_event(7)
-    daemon.idle(timeout=10)
-    assert daemon.engine.store.doc_chunks("blog", "7")
