@@ -14,7 +14,7 @@ replaced on the same socket (connections wait in its backlog). A stopping daemon
 front first, by closing the front's stdin (the front ignores the SIGTERM that systemd sends
 the whole group, so it is never replaced mid-stop), and a daemon killed with -9 takes its front along
 (PR_SET_PDEATHSIG). The front reports what it accepted and refused back over a pipe, so
-/metrics and the status page count every delivery, and its deliveries wake the idle workers.
+/metrics and the status page count every delivery.
 """
 
 from __future__ import annotations
