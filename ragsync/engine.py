@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from connectors import connector_class
+from connectors import open_connectors
 from connectors.base import Connector, Gone
 from ragsync.chunk import Chunker
 from ragsync.config import Config
@@ -54,8 +54,7 @@ class Engine:
         self._snapshot: tuple[float, Any, Snapshot] | None = None   # (when, key, what) for snapshot(max_age_s)
         self.http = httpx.Client(timeout=HTTP_TIMEOUT, follow_redirects=False,
                                  headers={"user-agent": "ragsync/0.1"})
-        self.connectors: dict[str, Connector] = {
-            name: connector_class(src.type)(src, self.http) for name, src in config.sources.items()}
+        self.connectors: dict[str, Connector] = open_connectors(config.sources, self.http)
         self._shadow: Pipeline | None = None       # a reindex's new collection: passes go there too
         self.key_locks = [threading.Lock() for _ in range(64)]   # one pass per key at a time (passes, reindex)
         self.metrics = Metrics(self.snapshot)

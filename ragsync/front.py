@@ -43,7 +43,7 @@ from cheroot import wsgi
 from flask import Flask, Response, request
 from werkzeug.http import is_hop_by_hop_header
 
-from connectors import connector_class
+from connectors import open_connectors
 from connectors.base import Connector
 from ragsync import logs
 from ragsync.config import Config
@@ -66,6 +66,7 @@ CLIENT_HEADER = "X-Ragsync-Client"
 PASSED_AS_OURS = {"host", "content-length", FRONT_HEADER.lower(), CLIENT_HEADER.lower()}
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+_FRONT_KEY, _CLIENT_KEY = (f"HTTP_{h.upper().replace('-', '_')}" for h in (FRONT_HEADER, CLIENT_HEADER))   # WSGI names
 
 
 def http_server(app: WSGIApp, host: str, port: int, threads: int, sock: socket.socket | None = None) -> wsgi.Server:
@@ -105,8 +106,8 @@ def behind_front(app: WSGIApp, secret: str) -> WSGIApp:
     """The daemon's app, reached through its front: the client is the address the front saw
     (only when the front's secret comes with it; anyone else's header is dropped)."""
     def vouched(environ: dict, start_response: Callable) -> Iterable[bytes]:
-        client = environ.pop(f"HTTP_{CLIENT_HEADER.upper().replace('-', '_')}", None)
-        if same(environ.pop(f"HTTP_{FRONT_HEADER.upper().replace('-', '_')}", ""), secret) and client:
+        client = environ.pop(_CLIENT_KEY, None)
+        if same(environ.pop(_FRONT_KEY, ""), secret) and client:
             environ["REMOTE_ADDR"] = client
         return app(environ, start_response)
     return vouched
@@ -300,8 +301,7 @@ def main() -> None:
     config: Config = settings["config"]
     http = httpx.Client()
     relay = _Relay(events)
-    intake = _Intake(config, {name: connector_class(src.type)(src, http) for name, src in config.sources.items()},
-                     WorkQueue.for_config(config, _no_passes), relay, settings["instance"])
+    intake = _Intake(config, open_connectors(config.sources, http), WorkQueue.for_config(config, _no_passes), relay, settings["instance"])
     server = http_server(front_app(intake, settings["upstream"], settings["secret"]), config.host, 0,
                          settings["threads"], socket.socket(fileno=listening))
     gc.collect()

@@ -51,16 +51,16 @@ def current_intake() -> Intake:
 
 
 def prepare(app: Flask, config: Config) -> None:
-    """The rules of every ragsync app: the body limit, the Host check, and errors as a short
-    JSON body with their status (no handler writes its own try/except → 500, and no body ever
-    carries a traceback)."""
+    """The rules of every ragsync app: the body limit, the Host check (by the config in force:
+    a reindex may switch it), and errors as a short JSON body with their status (no handler
+    writes its own try/except → 500, and no body ever carries a traceback)."""
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
 
     @app.before_request
     def check_host():
         """Signed webhooks need no Host check; everything a browser could be tricked into
         reading does (DNS rebinding)."""
-        if request.blueprint != "webhooks" and not host_allowed(config):
+        if request.blueprint != "webhooks" and not host_allowed(current_intake().config):
             return jsonify(error="unknown Host: add it to [server] allowed_hosts"), 421
         return None
 
