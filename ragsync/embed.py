@@ -4,8 +4,9 @@ server (TEI, infinity, vLLM, Ollama, hosted APIs). The pipeline and search see o
 `embed` (documents) and `embed_query`; the fingerprint sees `identity`.
 
 Local models run under one lock (two encodes at once only thrash the cores), taken per slice
-of texts so that a search query waits for one slice at most. Texts are sorted by length
-before batching: a batch is padded to its longest text, and mixed lengths cost ~35 %.
+of texts so that a search query waits for one slice at most. Texts are sorted by their length
+in tokens before batching: a batch is padded to its longest text (sorted by characters, our
+chunks still carried 27 % padding — code makes more tokens per character than prose).
 """
 
 from __future__ import annotations
@@ -204,10 +205,27 @@ class LocalEmbedder(Embedder):
                                  "dim": self.dim}
         if self.settings.backend != "torch":    # torch-built indexes keep the stamp they had
             ident["backend"] = self.settings.backend
+        if self.settings.backend == "onnx-int8":
+            ident["quantization"] = backends.INT8_RECIPE
         return ident
 
+    @cached_property
+    def counter(self) -> Any:
+        """The model's tokenizer, to sort texts by their length in tokens."""
+        from tokenizers import Tokenizer
+        tokenizer = Tokenizer.from_file(str(self.tokenizer_file))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return tokenizer
+
+    def shortest_first(self, texts: list[str]) -> list[int]:
+        if len(texts) <= self.batch_size:      # one batch: its order does not matter
+            return list(range(len(texts)))
+        tokens = [len(e.ids) for e in self.counter.encode_batch_fast(texts, add_special_tokens=False)]
+        return sorted(range(len(texts)), key=tokens.__getitem__)
+
     def encode(self, texts: list[str]) -> list[list[float]]:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = self.shortest_first(texts)
         out: list[Any] = [None] * len(texts)
         for start in range(0, len(order), SLICE_TEXTS):
             part = order[start:start + SLICE_TEXTS]
