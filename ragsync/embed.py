@@ -205,8 +205,6 @@ class LocalEmbedder(Embedder):
                                  "dim": self.dim}
         if self.settings.backend != "torch":    # torch-built indexes keep the stamp they had
             ident["backend"] = self.settings.backend
-        if self.settings.backend == "onnx-int8":
-            ident["quantization"] = backends.INT8_RECIPE
         return ident
 
     @cached_property
