@@ -143,10 +143,13 @@ class Daemon:
                 close()
 
     def run(self) -> None:
-        """start(), then serve until SIGTERM or SIGINT, then stop()."""
+        """start(), then serve until SIGTERM or SIGINT, then stop(). The process is ours: its
+        signals, and its threads' priority below the front's."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stopped.set())
         self.start()
+        if self.front is not None:
+            self.front.put_first()
         try:
             self._stopped.wait()
         finally:

@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ragsync.pending import WriteTurn
+
 _SCHEMA = """
 create table if not exists notes (
     kind text not null, name text not null, value text not null, primary key (kind, name));
@@ -50,12 +52,14 @@ class SqliteNotes(Notes):
     def __init__(self, path: Path) -> None:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self.lock = threading.Lock()
-        self.db.executescript(_SCHEMA)
-        if self.db.execute("select 1 from sqlite_master where name='reconciles'").fetchone():
-            self.db.executescript(_FROM_RECONCILES)       # a state.db from before notes existed
+        self.turn = WriteTurn(path)                       # the front writes state.db too
+        with self.turn:
+            self.db.executescript(_SCHEMA)
+            if self.db.execute("select 1 from sqlite_master where name='reconciles'").fetchone():
+                self.db.executescript(_FROM_RECONCILES)   # a state.db from before notes existed
 
     def put(self, kind, name, value):
-        with self.lock:
+        with self.lock, self.turn:
             self.db.execute("insert or replace into notes values (?,?,?)", (kind, name, json.dumps(value)))
 
     def get(self, kind):
@@ -65,6 +69,7 @@ class SqliteNotes(Notes):
 
     def close(self):
         self.db.close()
+        self.turn.close()
 
 
 class RedisNotes(Notes):

@@ -16,8 +16,10 @@ process) and Redis (several processes; leases let a survivor take over a dead wo
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -159,6 +161,31 @@ def _wanted(keys: Iterable[Key] | None) -> set[Key]:
     return set() if keys is None else {tuple(k) for k in keys}
 
 
+class WriteTurn:
+    """Writers of one SQLite file take turns through an flock beside it, so that two processes
+    (the daemon and its front) never meet SQLite's own lock: SQLite's busy handler sleeps 1, 2,
+    5, 10 … ms before it tries again, which put an idle webhook flood's p99 at 93–144 ms; an
+    flock wakes its waiter as soon as the holder lets go. Held per process: the caller's
+    thread lock must be held around it."""
+
+    def __init__(self, db_path: Path | str) -> None:
+        self.path = f"{db_path}.writer"
+        self.fd: int | None = None
+
+    def __enter__(self) -> None:
+        if self.fd is None:                   # opened on first use, and again after close()
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class SqlitePending(Pending):
     """`state.db` in data_dir. One process owns the embedded store, so at start every record
     is that process's to recover."""
@@ -166,7 +193,9 @@ class SqlitePending(Pending):
     def __init__(self, path: Path) -> None:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self.db.execute("pragma journal_mode=wal")
-        self.db.executescript(_SCHEMA)
+        self.turn = WriteTurn(path)
+        with self.turn:
+            self.db.executescript(_SCHEMA)
         self.lock = threading.RLock()
         self.depth = 0                        # open _tx() levels of the thread holding the lock
         self.arrivals: list[_Ticket] = []     # deliveries waiting for the next group commit
@@ -319,6 +348,7 @@ class SqlitePending(Pending):
 
     def close(self):
         self.db.close()
+        self.turn.close()
 
 
 @dataclass
@@ -340,7 +370,13 @@ class _Transaction:
     def __enter__(self) -> sqlite3.Connection:
         self.owner.lock.acquire()
         if self.owner.depth == 0:
-            self.owner.db.execute("begin immediate")
+            self.owner.turn.__enter__()
+            try:
+                self.owner.db.execute("begin immediate")
+            except BaseException:
+                self.owner.turn.__exit__()
+                self.owner.lock.release()
+                raise
         self.owner.depth += 1
         return self.owner.db
 
@@ -348,7 +384,10 @@ class _Transaction:
         try:
             self.owner.depth -= 1
             if self.owner.depth == 0:
-                self.owner.db.execute("rollback" if exc_type else "commit")
+                try:
+                    self.owner.db.execute("rollback" if exc_type else "commit")
+                finally:
+                    self.owner.turn.__exit__()
         finally:
             self.owner.lock.release()
 

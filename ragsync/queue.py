@@ -12,17 +12,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from huey import RedisHuey, SqliteHuey
+from huey import Huey, RedisHuey
+from huey.storage import SqliteStorage
 
 from ragsync import retry
 from ragsync.config import Config
 from ragsync.errors import FetchError, StoreError, Waiting
-from ragsync.pending import Key, Parked, Pending, RedisPending, Row, SqlitePending
+from ragsync.pending import Key, Parked, Pending, RedisPending, Row, SqlitePending, WriteTurn
 
 log = logging.getLogger("ragsync.queue")
 
@@ -45,7 +47,10 @@ class WorkQueue:
             self._huey = RedisHuey("ragsync", url=redis_url, results=False)
             self._record: Pending = RedisPending(redis_url)
         else:
-            self._huey = SqliteHuey("ragsync", filename=str(data_dir / "queue.db"), results=False)
+            # no fsync: the record (state.db, fsynced) is what a 202 promises, and a start
+            # queues every pending key again, so the queue file may lose its last writes
+            self._huey = Huey("ragsync", storage_class=_Storage, filename=str(data_dir / "queue.db"), results=False,
+                              fsync=False)
             self._record = SqlitePending(data_dir / "state.db")
         self._task = self._huey.task(name="ragsync.pass")(self._run)
         self._running: set[Key] = set()                 # keys this process is working on (lease renewal)
@@ -248,3 +253,24 @@ class WorkQueue:
         self.stop()
         self._record.close()
         self._huey.storage.close()
+
+
+class _Storage(SqliteStorage):
+    """huey's SQLite storage whose write transactions take their turn (pending.WriteTurn) with
+    the other process's: the front enqueues, the daemon's workers dequeue."""
+
+    def __init__(self, name: str, filename: str, **kwargs) -> None:
+        self.turn = WriteTurn(filename)
+        super().__init__(name, filename, create_tables=False, **kwargs)
+        self.lock = threading.RLock()             # db() below holds it around huey's own db()
+        self.initialize_schema()
+
+    @contextlib.contextmanager
+    def db(self, commit: bool = False, close: bool = False) -> Iterator[sqlite3.Cursor]:
+        with self.lock, self.turn if commit else contextlib.nullcontext(), super().db(commit, close) as cursor:
+            yield cursor
+
+    def close(self) -> bool:
+        closed = super().close()
+        self.turn.close()
+        return closed

@@ -17,7 +17,8 @@ import pytest
 from ragsync.chunk import Chunker
 from ragsync.embed import Embedder
 from ragsync.errors import StoreError
-from tests.support import (ServeProcess, alive, exported, free_port, page_html, published, run_cli, wait_for, words, wp_source,
+from ragsync.front import DAEMON_NICENESS
+from tests.support import (ServeProcess, alive, children, exported, free_port, page_html, published, run_cli, wait_for, words, wp_source,
                            write_config)
 
 NO_STARTUP_RECONCILE = "reconcile_on_start = false"     # so only the durable queue can save the events
@@ -76,6 +77,48 @@ def test_kill_9_of_the_front_loses_no_acknowledged_webhook(daemon_factory, wp):
     assert daemon.front.pid != killed and not alive(killed)
     daemon.idle()
     assert all(daemon.engine.store.doc_chunks("blog", str(post_id)) for post_id in range(1, 7))
+
+
+def test_the_queue_file_is_not_the_record_a_lost_one_loses_no_acknowledged_webhook(tmp_path, wp, chunker):
+    """huey's queue.db is written without fsync: what a 202 promised lives in state.db (fsynced,
+    group commit), and a start queues every pending key again. So a power cut that takes the
+    queue file's last writes — here: all of it, with tasks waiting on a retry — loses nothing."""
+    cfg = write_config(tmp_path, wp_source(wp), f"{NO_STARTUP_RECONCILE}\n[queue]\nbackoff_base_s = 600\n"
+                       "backoff_max_s = 600", port=free_port())
+    for post_id in (1, 2, 3):
+        wp.publish(post_id, f"Page {post_id}", page_html([words(post_id, 40)]))
+    wp.fail_next(3, 503)                                     # each first fetch fails: a retry in 10 minutes
+    daemon = ServeProcess(cfg, tmp_path / "serve.log")
+    assert all(daemon.webhook("blog", {"type": "post.published", "id": i}).status_code == 202 for i in (1, 2, 3))
+    wait_for(lambda: daemon.admin("/admin/status")["pending"] == 3 and not wp.failures, 60, "three retries waiting")
+    daemon.kill()
+    for lost in (tmp_path / "var").glob("queue.db*"):
+        lost.unlink()
+    daemon = ServeProcess(cfg, tmp_path / "serve.log")
+    daemon.idle()
+    assert daemon.stop() == 0
+    assert exported(cfg) == published(wp, chunker)
+
+
+def test_serve_runs_its_own_threads_below_its_front_and_a_replacement_front_too(tmp_path, wp):
+    """The front's 202 comes first: `ragsync serve` lowers its own threads' priority (those it
+    starts later inherit it), never its front's, also after the front was replaced."""
+    cfg = write_config(tmp_path, wp_source(wp), NO_STARTUP_RECONCILE, port=free_port())
+    base = os.getpriority(os.PRIO_PROCESS, 0)                 # the daemon starts with this thread's
+    daemon = ServeProcess(cfg, tmp_path / "serve.log")
+    try:
+        nice = lambda pid: os.getpriority(os.PRIO_PROCESS, pid)  # noqa: E731  (per thread on Linux)
+        wait_for(lambda: nice(daemon.proc.pid) == min(19, base + DAEMON_NICENESS), 30, "the daemon to step back")
+        threads = sorted(nice(int(tid)) for tid in os.listdir(f"/proc/{daemon.proc.pid}/task"))
+        assert threads[0] == base and threads[1] == min(19, base + DAEMON_NICENESS)    # all but the front's keeper
+        killed = daemon.front_pid()
+        assert nice(killed) == base
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: next((pid for pid in children(daemon.proc.pid) if pid != killed and alive(pid)), None), 30,
+                 "a new front")
+        assert nice(daemon.front_pid()) == base
+    finally:
+        daemon.stop()
 
 
 def test_cms_503_with_retry_after_then_recovery(daemon_factory, wp):
