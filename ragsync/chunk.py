@@ -44,6 +44,14 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+def counting_tokenizer(tokenizer_file: Path) -> Tokenizer:
+    """The model's tokenizer for counting tokens: whole texts, neither padded nor cut off."""
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
 class Chunker:
     def __init__(self, tokenizer_file: Path, max_tokens: int = 200) -> None:
         self.tokenizer_file = tokenizer_file
@@ -51,10 +59,7 @@ class Chunker:
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
-        tok = Tokenizer.from_file(str(self.tokenizer_file))
-        tok.no_truncation()
-        tok.no_padding()
-        return tok
+        return counting_tokenizer(self.tokenizer_file)
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)

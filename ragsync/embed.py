@@ -210,11 +210,8 @@ class LocalEmbedder(Embedder):
     @cached_property
     def counter(self) -> Any:
         """The model's tokenizer, to sort texts by their length in tokens."""
-        from tokenizers import Tokenizer
-        tokenizer = Tokenizer.from_file(str(self.tokenizer_file))
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
-        return tokenizer
+        from ragsync.chunk import counting_tokenizer
+        return counting_tokenizer(self.tokenizer_file)
 
     def shortest_first(self, texts: list[str]) -> list[int]:
         if len(texts) <= self.batch_size:      # one batch: its order does not matter
