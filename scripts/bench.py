@@ -39,9 +39,14 @@ from ragsync.embed import EmbeddingConfig  # noqa: E402
 from ragsync.daemon import Daemon  # noqa: E402
 from ragsync.embed import LocalEmbedder  # noqa: E402
 from ragsync.extract import extract  # noqa: E402
-from ragsync.index import PageRecord, embedded_root, open_catalog  # noqa: E402
+from ragsync.index import PageRecord, SearchFilter, embedded_root, open_catalog  # noqa: E402
+from ragsync.search import Probe, nearest, weights  # noqa: E402
 from tests.support import ADMIN_TOKEN, SECRET, SECRET_ENV, ServeProcess, free_port, run_main, signed  # noqa: E402
 from tests.fakes import FakeWordPress  # noqa: E402
+
+import bench_search  # noqa: E402  (its query sets; scripts/ is on the path when run as scripts/bench.py)
+
+MODES = ("dense", "keyword", "hybrid")
 
 
 class CachingEmbedder(LocalEmbedder):
@@ -168,20 +173,24 @@ def main() -> None:
 
     http.close()
     daemon.stop()
-    bench_scale(config, embedder, wp, sorted(args.points), args.edits, args.queries, args.memory_mb)
+    bench_scale(config, embedder, wp, [row["slug"] for row in rows], sorted(args.points), args.edits, args.queries,
+                args.memory_mb)
     wp.close()
 
     if args.reconcile_pages:
         bench_reconcile(args.reconcile_pages, embedder.seen, tmp / "reconcile")
 
 
-def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targets: list[int],
+def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, slugs: list[str], targets: list[int],
                 edits: int, queries: int, memory_mb: int | None) -> None:
     """Grow the synced index to each target by replicas of the corpus, written straight into
     the store (vectors perturbed, so no two points are equal and recall means something),
     then start `ragsync serve` as its own process — this one keeps the fake CMS — on a cold
-    page cache and measure it: start-up, RSS, search latency over HTTP, webhook → searchable
-    freshness, disk; then recall@10 of the default (quantized) search against an exact scan."""
+    page cache and measure it: start-up, RSS, search latency over HTTP (the default mode
+    first, on the cold cache, then each mode), webhook → searchable freshness, disk; then
+    recall@10 of the default (quantized) search against an exact scan, and each mode's
+    hit@10 / MRR@10 on bench-search's identifier and question sets (`slugs`: the corpus pages'
+    names, in post id order; a replica counts as its page)."""
     catalog = open_catalog(config, embedder.dim)
     live = catalog.live()
     store = catalog.open(live)
@@ -216,6 +225,7 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targ
         ready_s = time.perf_counter() - t
         try:
             search = _timed_searches(serve, asked)
+            by_mode = {mode: _timed_searches(serve, asked, mode) for mode in MODES}
             fresh = _timed_edits(serve, wp, edits, rnd)
             rss = _proc_memory(serve.proc.pid)
             points = serve.admin("/admin/status")["points"]
@@ -223,6 +233,7 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targ
             serve.stop()
         store = catalog.open(live)
         recall = sum(_found(store.search(v, 10), store.search(v, 10, exact=True)) for v in vectors) / (10 * len(vectors))
+        quality = _quality(store, embedder, slugs)
         store.close()
         disk = sum(f.stat().st_blocks * 512 for f in root.rglob("*") if f.is_file())
         rows.append((points, rss))
@@ -232,9 +243,13 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, targ
         line("disk", f"{disk / 2**20:.0f} MB ({disk / points:.0f} B/point)")
         line("store open / serve start-up to ready (goal <= 30 s)", f"{open_s:.2f} s / {ready_s:.1f} s")
         line(f"search over HTTP, {len(asked)} queries (goal p99 <= 100 ms)", _percentiles(search))
+        for mode, seconds in by_mode.items():
+            line(f"  mode={mode}", _percentiles(seconds))
         line(f"webhook → searchable, {edits} edits (goal p50 <= 100, p99 <= 500 ms)", _percentiles(fresh))
         line("  where an edit's pass spends it (p50 ms per step)", _pass_steps(config.data_dir / "serve.log", edits))
         line(f"recall@10 default vs exact, {len(vectors)} queries (goal >= 0.98)", f"{recall:.3f}")
+        for mode, kinds in quality.items():
+            line(f"  {mode}: hit@10 / MRR@10", ", ".join(f"{kind} {hit:.3f} / {mrr:.3f}" for kind, (hit, mrr) in kinds.items()))
     for (p0, r0), (p1, r1) in zip(rows, rows[1:]):
         line(f"RSS growth {p0:,} → {p1:,} points (goal <= 0.3 KB/point)",
              f"{(r1['VmRSS'] - r0['VmRSS']) * 1024 / (p1 - p0):.2f} KB/point "
@@ -305,11 +320,33 @@ def _replica(store, pages: list[PageRecord], chunks: dict, copy: int, noise) -> 
     store.upsert_chunks(batch)
 
 
-def _timed_searches(serve: ServeProcess, asked: list[str]) -> list[float]:
+def _quality(store, embedder: LocalEmbedder, slugs: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """hit@10 and MRR@10 of each mode's chunk search on bench-search's query sets, a replica
+    (doc id: copy number, then the post id in six digits) counting as its original page."""
+    def page(doc_id: str) -> str:
+        return slugs[int(doc_id[-6:]) - 1]
+    kinds = {"identifiers": bench_search.identifiers(bench_search.rust_pages(), 80), "questions": bench_search.QUESTIONS}
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for mode in MODES:
+        out[mode] = {}
+        for kind, queries in kinds.items():
+            ranks = []
+            for q, answers in queries:
+                vector = embedder.embed_query(q) if mode != "keyword" else None
+                fused = weights(q) if mode == "hybrid" else None
+                probe = Probe(vector, q, fused) if fused else Probe(vector, q if mode == "keyword" else None)
+                found = [page(r.metadata["doc_id"]) for r in nearest(store, probe, 10, SearchFilter())]
+                ranks.append(next((i for i, s in enumerate(found) if s in answers), None))
+            out[mode][kind] = (sum(r is not None for r in ranks) / len(ranks),
+                               sum(1 / (r + 1) for r in ranks if r is not None) / len(ranks))
+    return out
+
+
+def _timed_searches(serve: ServeProcess, asked: list[str], mode: str | None = None) -> list[float]:
     out = []
     for q in asked:
         t = time.perf_counter()
-        resp = serve.http.get("/search", params={"q": q, "limit": 10})
+        resp = serve.http.get("/search", params={"q": q, "limit": 10} | ({"mode": mode} if mode else {}))
         out.append(time.perf_counter() - t)
         assert resp.status_code == 200 and resp.json()["results"], resp.text
     return out

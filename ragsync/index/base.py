@@ -348,7 +348,10 @@ def _retitled(metadata: dict[str, Any]) -> bool:
 
 def _prefetch(limit: int) -> int:
     """Candidates each side of a fused search brings: enough that a page ranked low by one
-    side and high by the other still meets in the fusion."""
+    side and high by the other still meets in the fusion. The dense side's are ranked by their
+    int8 copies alone (no rescoring): the fusion reads only ranks, and reading the candidates'
+    originals from disk to rescore them was half of a fused search at 1M points, for the same
+    hit@10 and MRR@10 there (measured on the shared corpus's identifier and question sets)."""
     return max(50, 3 * limit)
 
 

@@ -39,9 +39,13 @@ class ClientStore(Store):
                 if key not in info.payload_schema:
                     client.create_payload_index(name, key, _index_schema(models, kind, settings.on_disk))
         self.sparse = SPARSE in (client.get_collection(collection).config.params.sparse_vectors or {})
-        quantized = models.QuantizationSearchParams(rescore=True, oversampling=settings.oversampling)
-        self.search_params = models.SearchParams(hnsw_ef=settings.search_ef, quantization=quantized if (
-            settings.quantization == "int8") else None) if self._server else None   # local mode searches exactly
+        int8 = settings.quantization == "int8"
+        self.search_params = self.ranking_params = None       # local mode searches exactly
+        if self._server:
+            self.search_params = models.SearchParams(hnsw_ef=settings.search_ef, quantization=models.QuantizationSearchParams(
+                rescore=True, oversampling=settings.oversampling) if int8 else None)
+            self.ranking_params = models.SearchParams(hnsw_ef=settings.search_ef, quantization=models.QuantizationSearchParams(
+                rescore=False) if int8 else None)             # see base._prefetch
 
     @property
     def _server(self) -> bool:
@@ -107,14 +111,15 @@ class ClientStore(Store):
     def _query(self, vector, limit, where, exact, text, weights) -> dict[str, Any] | None:
         """query_points arguments for a dense, keyword or fused search (None: nothing to match)."""
         m = self.m
-        params = m.SearchParams(exact=True) if exact and self._server else self.search_params
+        params, ranking = (m.SearchParams(exact=True),) * 2 if exact and self._server else (
+            self.search_params, self.ranking_params)
         flt = self._filter(None, where)
         sparse = self._keyword_query(text)
         if vector is None and sparse is None:
             return None
         if vector is not None and sparse is not None:
             fetch = _prefetch(limit)
-            return {"prefetch": [m.Prefetch(query=vector, limit=fetch, filter=flt, params=params),
+            return {"prefetch": [m.Prefetch(query=vector, limit=fetch, filter=flt, params=ranking),
                                  m.Prefetch(query=self._sparse_vector(sparse), using=SPARSE, limit=fetch, filter=flt)],
                     "query": m.RrfQuery(rrf=m.Rrf(k=RRF_K, weights=list(weights)))}
         if vector is not None:
