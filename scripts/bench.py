@@ -198,7 +198,7 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, slug
     chunks = {pid: (vec, payload) for pid, vec, payload in store.iter_vectors()}
     store.close()
     rnd, noise = random.Random(3), np.random.default_rng(3)
-    texts = [payload["page_content"] for _, payload in chunks.values()]
+    texts = [chunks[pid][1]["page_content"] for pid in sorted(chunks)]      # the same queries every run
     asked = [" ".join(t.split("\n\n", 1)[-1].split()[:12]) for t in rnd.sample(texts, queries)]
     vectors = [embedder.embed_query(q) for q in asked]
     copies = 0
