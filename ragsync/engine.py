@@ -27,7 +27,7 @@ from ragsync.metrics import Metrics
 from ragsync.notes import open_notes
 from ragsync.pipeline import Outcome, Pipeline
 from ragsync.queue import WorkQueue
-from ragsync.search import PageResult, Probe, SearchResult, nearest, nearest_pages, weights
+from ragsync.search import PageResult, Probe, SearchResult, nearest, nearest_pages, probe_for
 from ragsync.snapshot import Snapshot, take
 
 log = logging.getLogger("ragsync.engine")
@@ -189,15 +189,8 @@ class Engine:
                pages: bool = False, mode: str | None = None) -> list[SearchResult] | list[PageResult]:
         """Chunks, or with `pages` one entry per page; `mode` hybrid, dense or keyword (default:
         `[search] mode`)."""
-        mode = mode or self.config.search_mode
-        if mode == "keyword":
-            probe = Probe(None, query)
-        elif mode == "dense":
-            probe = Probe(self.embedder.embed_query(query))
-        else:
-            vector, fused = self.embedder.embed_query(query), weights(query, self.config.search_language)
-            probe = Probe(vector, query, fused) if fused else Probe(vector)
-        return self.search_probe(probe, limit, where, pages)
+        asked = probe_for(query, mode or self.config.search_mode, self.embedder.embed_query, self.config.search_language)
+        return self.search_probe(asked, limit, where, pages)
 
     def search_vector(self, vector: list[float], limit: int = 10, where: SearchFilter = SearchFilter(),
                       pages: bool = False) -> list[SearchResult] | list[PageResult]:

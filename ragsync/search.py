@@ -12,6 +12,7 @@ English question is the model's (keywords only lowered its MRR@10 there)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,18 @@ def weights(query: str, language: str = "english") -> tuple[float, float] | None
     if language != "english" or any(CODE_LIKE.search(w) for w in words):
         return KEYWORD_LEANING
     return EVEN if len(words) <= SHORT_WORDS else None
+
+
+def probe_for(query: str, mode: str, embed: Callable[[str], list[float]], language: str = "english") -> Probe:
+    """What a search in `mode` (dense, keyword or hybrid) asks the store; `embed` gives the
+    query's vector."""
+    if mode == "keyword":
+        return Probe(None, query)
+    vector = embed(query)
+    if mode == "dense":
+        return Probe(vector)
+    fused = weights(query, language)
+    return Probe(vector, query, fused) if fused else Probe(vector)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from ragsync.daemon import Daemon  # noqa: E402
 from ragsync.embed import LocalEmbedder  # noqa: E402
 from ragsync.extract import extract  # noqa: E402
 from ragsync.index import PageRecord, SearchFilter, embedded_root, open_catalog  # noqa: E402
-from ragsync.search import Probe, nearest, weights  # noqa: E402
+from ragsync.search import nearest, probe_for  # noqa: E402
 from tests.support import ADMIN_TOKEN, SECRET, SECRET_ENV, ServeProcess, free_port, run_main, signed  # noqa: E402
 from tests.fakes import FakeWordPress  # noqa: E402
 
@@ -332,13 +332,9 @@ def _quality(store, embedder: LocalEmbedder, slugs: list[str]) -> dict[str, dict
         for kind, queries in kinds.items():
             ranks = []
             for q, answers in queries:
-                vector = embedder.embed_query(q) if mode != "keyword" else None
-                fused = weights(q) if mode == "hybrid" else None
-                probe = Probe(vector, q, fused) if fused else Probe(vector, q if mode == "keyword" else None)
-                found = [page(r.metadata["doc_id"]) for r in nearest(store, probe, 10, SearchFilter())]
-                ranks.append(next((i for i, s in enumerate(found) if s in answers), None))
-            out[mode][kind] = (sum(r is not None for r in ranks) / len(ranks),
-                               sum(1 / (r + 1) for r in ranks if r is not None) / len(ranks))
+                found = nearest(store, probe_for(q, mode, embedder.embed_query), 10, SearchFilter())
+                ranks.append(bench_search.first_rank([page(r.metadata["doc_id"]) for r in found], answers))
+            out[mode][kind] = bench_search.hit_and_mrr(ranks)
     return out
 
 

