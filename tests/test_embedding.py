@@ -70,14 +70,14 @@ def test_each_backend_runs_the_loop_and_embeds_only_what_changed(backend, backen
 
 def test_the_int8_default_agrees_with_fp32_on_real_chunks(backends):
     """The default backend against the model as shipped, on the chunks ragsync makes of the
-    first 40 corpus pages (mixed prose and code). Quantizing the feed-forward output
-    projections too gives a mean cosine of 0.993 here; the recipe keeps them in fp32 (0.997)."""
+    first 40 corpus pages (mixed prose and code). Quantizing every feed-forward output
+    projection gives a mean cosine of 0.993 here; the recipe keeps the first half in fp32 (0.996)."""
     int8, fp32 = backends("onnx-int8"), backends("torch")
     chunker = Chunker(fp32.tokenizer_file, 200)
     rows = [json.loads(line) for line in gzip.decompress(CORPUS.read_bytes()).decode("utf-8").splitlines()]
     texts = [c.embed_text for row in rows for c in chunker.chunk(extract(row["html"]))][:400]
     cosine = (np.asarray(int8.embed(texts)) * np.asarray(fp32.embed(texts))).sum(axis=1)
-    assert cosine.mean() >= 0.996 and cosine.min() >= 0.985, (cosine.mean(), cosine.min())
+    assert cosine.mean() >= 0.995 and cosine.min() >= 0.985, (cosine.mean(), cosine.min())
 
 
 def test_an_index_built_by_another_backend_is_refused_then_reindexed(backends, wp, tmp_path):
