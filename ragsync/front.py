@@ -14,7 +14,8 @@ replaced on the same socket (connections wait in its backlog). A stopping daemon
 front first, by closing the front's stdin (the front ignores the SIGTERM that systemd sends
 the whole group, so it is never replaced mid-stop), and a daemon killed with -9 takes its front along
 (PR_SET_PDEATHSIG). The front reports what it accepted and refused back over a pipe, so
-/metrics and the status page count every delivery.
+/metrics and the status page count every delivery, and the daemon's idle workers look for the
+work it queued at once.
 """
 
 from __future__ import annotations
@@ -135,12 +136,13 @@ class Front:
         with self._lock:
             return self._proc.pid if self._proc is not None else None
 
-    def start(self, metrics: Deliveries, instance: str | None, upstream: int) -> None:
+    def start(self, metrics: Deliveries, instance: str | None, upstream: int, wake: Callable[[], None]) -> None:
         """Start the front (from a thread that lives as long as it: the death signal follows the
-        thread that forked) and wait until it serves; `upstream`: the daemon's loopback port."""
+        thread that forked) and wait until it serves; `upstream`: the daemon's loopback port;
+        `wake`: called when the front has queued work (the daemon's idle workers look at once)."""
         settings = {"config": self.config, "instance": instance, "upstream": upstream, "secret": self.secret,
                     "threads": self.threads, "log": logs.current()}
-        threading.Thread(target=self._keep, args=(settings, metrics), daemon=True, name="front").start()
+        threading.Thread(target=self._keep, args=(settings, metrics, wake), daemon=True, name="front").start()
         if not self._ready.wait(START_TIMEOUT_S) or self._failed:
             self.stop()
             raise RagsyncError(f"the front process (webhooks, /healthz) did not start: {self._failed or 'timed out'}")
@@ -171,7 +173,7 @@ class Front:
                 proc.wait()
         self.socket.close()
 
-    def _keep(self, settings: dict[str, Any], metrics: Deliveries) -> None:
+    def _keep(self, settings: dict[str, Any], metrics: Deliveries, wake: Callable[[], None]) -> None:
         self._keeper = threading.get_native_id()
         while True:
             with self._lock:
@@ -180,7 +182,7 @@ class Front:
                 proc, events = self._spawn(settings)
                 self._proc = proc
             for line in events:
-                _apply(json.loads(line), metrics, self._ready)
+                _apply(json.loads(line), metrics, self._ready, wake)
             events.close()
             code = proc.wait()
             if self._stopping.is_set():
@@ -206,11 +208,12 @@ class Front:
         return proc, os.fdopen(read, "rb")
 
 
-def _apply(event: list, metrics: Deliveries, ready: threading.Event) -> None:
+def _apply(event: list, metrics: Deliveries, ready: threading.Event, wake: Callable[[], None]) -> None:
     kind, *args = event
     if kind == "ready":
         ready.set()
     elif kind == "webhook":
+        wake()
         metrics.webhook(*args)
     elif kind == "rejected":
         metrics.rejected_delivery(*args)

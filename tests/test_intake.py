@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from connectors.standard_webhooks import sign, verify
+from ragsync import queue
 from ragsync.errors import Rejected
-from tests.support import SECRET, signed, wp_source
+from tests.support import SECRET, signed, wait_for, wp_source
 from tests.fakes import FakeWordPress
 
 BODY = {"type": "post.published", "id": 5, "post_type": "post"}
@@ -283,6 +284,20 @@ def test_webhooks_and_health_answer_while_the_daemon_holds_the_gil(daemon, wp, t
     assert took["search"][0] == 200 and took["search"][1] > 1.5, took      # the daemon itself was held
     daemon.idle()
     assert daemon.engine.store.doc_chunks("blog", "41")
+
+
+def test_an_idle_worker_starts_a_pass_when_work_is_queued_not_a_poll_later(daemon_factory, wp, monkeypatch):
+    """Idle workers wait in the queue's storage until an enqueue wakes them: one in this process
+    (polling, the admin API) or the front's, which reaches the daemon over the front's pipe.
+    With the fallback wait at 10 minutes, passes that start within seconds were woken."""
+    monkeypatch.setattr(queue._Storage, "WAIT_S", 600.0)
+    daemon = daemon_factory(wp_source(wp))
+    wp.publish(7, "Woken", "<p>Queued by the front, in another process.</p>")
+    wp.publish(8, "Woken too", "<p>Queued in the daemon's own process.</p>")
+    daemon.wp_event(7)                                   # answered and queued by the front
+    wait_for(lambda: daemon.engine.store.doc_chunks("blog", "7"), 20, "the front's key to be indexed")
+    daemon.engine.queue.add("blog", "8")
+    wait_for(lambda: daemon.engine.store.doc_chunks("blog", "8"), 20, "the daemon's own key to be indexed")
 
 
 def test_an_optimize_pass_waits_until_no_queue_transaction_is_open(daemon):
