@@ -115,7 +115,8 @@ class Daemon:
                     engine.queue.start(self.workers)
                 # one process of a deployment reconciles at start (a Redis lease in server mode)
                 if config.reconcile_on_start and engine.notes.lease("startup-reconcile", self.holder, STARTUP_LEASE_S):
-                    threading.Thread(target=_startup_reconcile, args=(engine,), daemon=True, name="reconcile").start()
+                    threading.Thread(target=_startup_reconcile, args=(engine, self._stopped), daemon=True,
+                                     name="reconcile").start()
                 if config.poll_interval_s or config.audit_interval_s:
                     self.poller = Poller(engine, holder=self.holder)
                     self.poller.start()
@@ -175,10 +176,15 @@ class Daemon:
             engine.check_fingerprint()               # opens it; also the stamp inside (older copies have none beside)
 
 
-def _startup_reconcile(engine: Engine) -> None:
-    """Level-triggered from the start: whatever changed while ragsync was down is queued."""
+def _startup_reconcile(engine: Engine, stopped: threading.Event) -> None:
+    """Level-triggered from the start: whatever changed while ragsync was down is queued. A
+    stop does not wait for it (listing a large CMS takes minutes): the engine closes under it,
+    which is no failure, and the next start reconciles again."""
     try:
         for report in reconcile.run(engine, list(engine.config.sources)):
             log.info("startup reconcile: %s", report.summary())
     except Exception:
-        log.exception("startup reconcile failed")
+        if stopped.is_set():
+            log.info("startup reconcile: stopped with the daemon; the next start reconciles again")
+        else:
+            log.exception("startup reconcile failed")

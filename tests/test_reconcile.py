@@ -3,8 +3,13 @@ audits what Qdrant actually holds, re-embeds nothing that is right, refuses mass
 
 from __future__ import annotations
 
+import logging
+import threading
+
+from flask import request
+
 from ragsync import reconcile
-from tests.support import page_html, published, words
+from tests.support import page_html, published, wait_for, words, wp_source
 
 
 def published_state(daemon, wp) -> dict[str, list[str]]:
@@ -121,3 +126,25 @@ def test_listing_pages_through_more_than_one_page_of_results(daemon, wp):
         wp.publish(i, f"P{i}", f"<p>Short page number {i}.</p>")
     listed = [entry.doc_id for entry in daemon.engine.connectors["blog"].list()]
     assert listed == [str(i) for i in range(1, 131)]
+
+
+def test_a_stop_during_the_startup_reconcile_is_no_failure(daemon_factory, wp, caplog):
+    """Listing a large CMS takes minutes and a stop does not wait for it: the engine closes under
+    the startup reconcile, which logs that it stopped (the next start reconciles again), not an
+    error an operator would chase on every restart."""
+    listing, release = threading.Event(), threading.Event()
+
+    @wp.app.before_request
+    def hold_the_listing():
+        if "per_page" in request.args:
+            listing.set()
+            release.wait(30)
+
+    wp.publish(1, "Page 1", page_html([words(1, 40)]))
+    caplog.set_level(logging.INFO, logger="ragsync.daemon")
+    daemon = daemon_factory(wp_source(wp), "reconcile_on_start = true\n")
+    wait_for(listing.is_set, 30, "the startup reconcile to list the CMS")
+    daemon.close()
+    release.set()
+    wait_for(lambda: "startup reconcile" in caplog.text, 30, "the startup reconcile to end")
+    assert "stopped with the daemon" in caplog.text and "startup reconcile failed" not in caplog.text
