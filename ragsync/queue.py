@@ -234,6 +234,7 @@ class WorkQueue:
         the storage (_Storage.dequeue); on Redis, huey's blocking pop does the same."""
         if not self.shared:
             self._huey.storage.blocking = True
+        # the delays: how huey's worker backs off after a dequeue that failed (it never polls now)
         self._consumer = self._huey.create_consumer(workers=workers, worker_type="thread", periodic=False,
                                                    initial_delay=0.01, backoff=1.3, max_delay=0.05,
                                                    scheduler_interval=1, check_worker_health=False)
@@ -249,7 +250,7 @@ class WorkQueue:
         self._stop.set()
         if not self.shared:
             self._huey.storage.blocking = False       # no worker waits for work again
-            self._huey.storage.wake()                 # and none is left waiting
+        self.wake()                                   # and none is left waiting
         if self._consumer is not None:
             self._consumer.stop(graceful=True)
             self._consumer = None

@@ -154,10 +154,12 @@ def evaluate(engine, queries: list[tuple[str, set[str]]]) -> dict[str, dict[str,
     from ragsync.search import Probe, probe_for
     out = {}
     vectors = {q: engine.embedder.embed_query(q) for q, _ in queries}
-    def product(mode: str):
+
+    def engine_mode(mode: str):
+        """The probe the engine builds for `mode`, from the vectors embedded above."""
         return lambda q: probe_for(q, mode, vectors.__getitem__, language)
-    probes = {"dense": product("dense"), "keyword": product("keyword"),
-              "rrf": lambda q: Probe(vectors[q], q, (1.0, 1.0)), "hybrid": product("hybrid")}
+    probes = {"dense": engine_mode("dense"), "keyword": engine_mode("keyword"),
+              "rrf": lambda q: Probe(vectors[q], q, (1.0, 1.0)), "hybrid": engine_mode("hybrid")}
     for mode, asked in probes.items():
         ranks, times = [], []
         for q, answers in queries:
