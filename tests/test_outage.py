@@ -44,7 +44,9 @@ def test_a_later_pass_that_succeeds_clears_the_dead_letter_entry(daemon_factory,
     with caplog.at_level(logging.INFO, logger="ragsync.queue"):
         daemon.wp_event(3)                               # no operator: the CMS sends the next change
         daemon.idle()
+        # the worker logs just after it drops the pending record that idle() waits on
+        wait_for(lambda: "blog/3: a pass succeeded; its dead-letter entry is cleared" in caplog.text,
+                 10, "the cleared entry to be logged")
     assert daemon.engine.queue.dead() == []
     assert daemon.doc_texts("blog", "3") == ["Indexed by the next webhook."]
-    assert "blog/3: a pass succeeded; its dead-letter entry is cleared" in caplog.text
     assert daemon.http.get("/metrics").text.count('ragsync_dead_letter_keys 0.0') == 1
