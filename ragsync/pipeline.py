@@ -94,8 +94,8 @@ class Pipeline:
         self.store.upsert_chunks([(pid, vec, _payload(source, page, *desired[pid], indexed_at=now,
                                                        fingerprint=self.fingerprint))
                                   for pid, vec in zip(new_ids, vectors)])
-        for pid, changed in change.metadata.items():              # metadata-only changes: no embedding
-            self.store.set_metadata([pid], changed)
+        for changed, pids in _alike(change.metadata):              # metadata-only changes: no embedding
+            self.store.set_metadata(pids, changed)
         steps.done("write")
 
         live_before = current.live_ids if current and current.state == "live" else []
@@ -155,6 +155,15 @@ def diff(existing: dict[str, dict[str, Any]], desired: dict[str, tuple[int, Chun
                 revived=[pid for pid in existing if pid in desired
                          and existing[pid].get("metadata", {}).get("live") is False],
                 stale=[pid for pid in existing if pid not in desired])
+
+
+def _alike(changes: dict[str, dict[str, Any]]) -> list[tuple[dict[str, Any], list[str]]]:
+    """Points whose metadata changes the same way, together: an edit gives every kept point
+    of the page the new `modified`, one write for all of them rather than one each."""
+    groups: dict[tuple, list[str]] = {}
+    for pid, changed in changes.items():
+        groups.setdefault(tuple(sorted(changed.items())), []).append(pid)
+    return [(dict(key), pids) for key, pids in groups.items()]
 
 
 def _identify(source: str, doc_id: str, chunks: list[Chunk]) -> dict[str, tuple[int, Chunk]]:

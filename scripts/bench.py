@@ -22,7 +22,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,7 +226,7 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, slug
         try:
             search = _timed_searches(serve, asked)
             by_mode = {mode: _timed_searches(serve, asked, mode) for mode in MODES}
-            fresh = _timed_edits(serve, wp, edits, rnd)
+            fresh, marks = _timed_edits(serve, wp, edits, rnd)
             rss = _proc_memory(serve.proc.pid)
             points = serve.admin("/admin/status")["points"]
         finally:
@@ -247,6 +247,7 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, slug
             line(f"  mode={mode}", _percentiles(seconds))
         line(f"webhook → searchable, {edits} edits (goal p50 <= 100, p99 <= 500 ms)", _percentiles(fresh))
         line("  where an edit's pass spends it (p50 ms per step)", _pass_steps(config.data_dir / "serve.log", edits))
+        line("  an edit's timeline (p50 ms)", _timeline(config.data_dir / "serve.log", marks))
         line(f"recall@10 default vs exact, {len(vectors)} queries (goal >= 0.98)", f"{recall:.3f}")
         for mode, kinds in quality.items():
             line(f"  {mode}: hit@10 / MRR@10", ", ".join(f"{kind} {hit:.3f} / {mrr:.3f}" for kind, (hit, mrr) in kinds.items()))
@@ -256,11 +257,33 @@ def bench_scale(config: Config, embedder: LocalEmbedder, wp: FakeWordPress, slug
              f"(anon {(r1['RssAnon'] - r0['RssAnon']) * 1024 / (p1 - p0):.2f})")
 
 
+def _passes(log_path: Path) -> list[dict]:
+    """The daemon's pass log lines (JSON), oldest first."""
+    return [json.loads(ln) for ln in log_path.read_text().splitlines() if ln.startswith("{") and '"ms"' in ln]
+
+
 def _pass_steps(log_path: Path, passes: int) -> str:
     """The median milliseconds of each step over the last `passes` passes the daemon logged."""
-    logged = [json.loads(ln)["ms"] for ln in log_path.read_text().splitlines() if ln.startswith("{") and '"ms"' in ln]
+    logged = [p["ms"] for p in _passes(log_path)]
     steps = {step: sorted(ms[step] for ms in logged[-passes:]) for step in logged[-1]}
     return ", ".join(f"{step} {values[len(values) // 2]:.1f}" for step, values in steps.items())
+
+
+def _timeline(log_path: Path, marks: list[tuple[str, float, float]]) -> str:
+    """Each timed edit split by its pass's log line (stamped as the pass ends, to the ms):
+    signed webhook sent → pass starts → pass ends → the bench sees the new revision."""
+    spans: dict[str, list[float]] = {"to the pass": [], "the pass": [], "until seen": []}
+    logged = _passes(log_path)
+    for doc_id, sent, seen in marks:
+        ended, took = next((_stamp(p["ts"]), sum(p["ms"].values()) / 1000) for p in logged
+                           if p.get("doc_id") == doc_id and sent < _stamp(p["ts"]) <= seen + 0.001)
+        for span, s in zip(spans, (ended - took - sent, took, seen - ended)):
+            spans[span].append(s)
+    return ", ".join(f"{span} {sorted(v)[len(v) // 2] * 1000:.1f}" for span, v in spans.items())
+
+
+def _stamp(ts: str) -> float:
+    return datetime.fromisoformat(ts).timestamp()
 
 
 def _found(got: list, exact: list) -> int:
@@ -348,10 +371,12 @@ def _timed_searches(serve: ServeProcess, asked: list[str], mode: str | None = No
     return out
 
 
-def _timed_edits(serve: ServeProcess, wp: FakeWordPress, edits: int, rnd: random.Random) -> list[float]:
+def _timed_edits(serve: ServeProcess, wp: FakeWordPress, edits: int,
+                 rnd: random.Random) -> tuple[list[float], list[tuple[str, float, float]]]:
     """One-sentence edits of corpus pages, each timed from the signed webhook until the
-    daemon's page record shows the new revision (its search then returns the new text)."""
-    out = []
+    daemon's page record shows the new revision (its search then returns the new text);
+    with each edit's doc id and wall-clock send and seen times (for _timeline)."""
+    out, marks = [], []
     for n in range(edits):
         post_id = rnd.choice(sorted(wp.posts))
         html = wp.posts[post_id].html
@@ -359,16 +384,17 @@ def _timed_edits(serve: ServeProcess, wp: FakeWordPress, edits: int, rnd: random
         at = rnd.choice(starts) + 3 if "<p>" in html else 0
         wp.edit(post_id, html=html[:at] + f"Freshness probe {n} zqx{n}. " + html[at:])
         modified = wp.posts[post_id].modified.strftime("%Y-%m-%dT%H:%M:%SZ")
-        t = time.perf_counter()
+        t, sent = time.perf_counter(), time.time()
         assert serve.webhook("blog", {"type": "post.updated", "id": post_id, "post_type": "post"}).status_code == 202
         while serve.admin(f"/admin/pages/blog/{post_id}").get("modified") != modified:
             time.sleep(0.002)
         out.append(time.perf_counter() - t)
+        marks.append((str(post_id), sent, time.time()))
     url = serve.admin(f"/admin/pages/blog/{post_id}")["url"]
     hits = serve.http.get("/search", params={"q": f"Freshness probe {edits - 1} zqx{edits - 1}", "limit": 10,
                                              "url_prefix": url}).json()["results"]
     assert any(f"zqx{edits - 1}" in h["text"] for h in hits), "last edit not searchable"
-    return out
+    return out, marks
 
 
 def _proc_memory(pid: int) -> dict[str, float]:

@@ -52,6 +52,23 @@ def test_one_paragraph_edit_embeds_at_most_two_chunks(daemon, wp):
     assert len(daemon.engine.store.doc_chunks("blog", "2")) in (total - 1, total, total + 1)
 
 
+def test_an_edit_gives_the_kept_points_their_new_revision_in_one_write(daemon, wp):
+    """Every kept point of an edited page takes the new `modified`: one write for all of them
+    (at 1M points, one write each was most of a pass's write step)."""
+    paragraphs = long_page(seed=50)
+    _index(daemon, wp, 4, paragraphs)
+    total = len(daemon.engine.store.doc_chunks("blog", "4"))
+    _, writes = _counters(daemon)
+    paragraphs[12] = paragraphs[12].replace("cargo", "crate", 1)       # same length: the same chunk bounds
+    wp.edit(4, html=page_html(paragraphs))
+    daemon.wp_event(4)
+    daemon.idle()
+    points = daemon.engine.store.doc_chunks("blog", "4").values()
+    assert {p["metadata"]["modified"] for p in points} == {daemon.engine.store.page("blog", "4").modified}
+    # the new point, the kept points' metadata, the page record, the new point made live, the old one deleted
+    assert daemon.engine.store.writes - writes == 5 < total + 3
+
+
 def test_paragraph_inserted_at_the_top_embeds_only_the_new_chunk(daemon, wp):
     paragraphs = long_page(seed=100)
     _index(daemon, wp, 3, paragraphs)
