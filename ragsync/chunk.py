@@ -61,27 +61,31 @@ class Chunker:
     def tokenizer(self) -> Tokenizer:
         return counting_tokenizer(self.tokenizer_file)
 
-    def count(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+    def counts(self, texts: list[str]) -> list[int]:
+        """Tokens in each text, counted in one call (one call per block was most of a page's
+        chunking time)."""
+        return [len(e.ids) for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
 
     def chunk(self, blocks: list[Block]) -> list[Chunk]:
         chunks: list[Chunk] = []
         section: list[str] = []
         size = 0
         path: tuple[str, ...] | None = None
+        prefixes: dict[tuple[str, ...], str] = {}
 
         def close() -> None:
             nonlocal size
             if section:
-                chunks.append(self._make(path or (), "\n\n".join(section)))
+                chunks.append(self._make(path or (), "\n\n".join(section), prefixes))
             section.clear()
             size = 0
 
-        for block in blocks:
+        texts = [f"- {block.text}" if block.kind == "item" else block.text for block in blocks]
+        for block, text, tokens in zip(blocks, texts, self.counts(texts)):
             if block.path != path:
                 close()
                 path = block.path
-            for piece, tokens in self._pieces(block):
+            for piece, tokens in self._pieces(text, tokens):
                 if section and size + tokens > self.max_tokens:
                     close()
                 section.append(piece)
@@ -91,21 +95,22 @@ class Chunker:
         close()
         return chunks
 
-    def _make(self, path: tuple[str, ...], text: str) -> Chunk:
+    def _make(self, path: tuple[str, ...], text: str, prefixes: dict[tuple[str, ...], str]) -> Chunk:
         """The heading path goes into what the model reads (it locates the text); the page
-        title does not, so renaming a page is a payload update, not a re-embed."""
-        prefix = " > ".join(path)
-        ids = self.tokenizer.encode(prefix, add_special_tokens=False).ids
-        if len(ids) > MAX_PREFIX_TOKENS:
-            prefix = self.tokenizer.decode(ids[:MAX_PREFIX_TOKENS])
+        title does not, so renaming a page is a payload update, not a re-embed. `prefixes`:
+        the page's heading paths already cut to MAX_PREFIX_TOKENS."""
+        if (prefix := prefixes.get(path)) is None:
+            prefix = " > ".join(path)
+            ids = self.tokenizer.encode(prefix, add_special_tokens=False).ids
+            if len(ids) > MAX_PREFIX_TOKENS:
+                prefix = self.tokenizer.decode(ids[:MAX_PREFIX_TOKENS])
+            prefixes[path] = prefix
         embed_text = f"{prefix}\n\n{text}" if prefix else text
         return Chunk(text=text, heading_path=path, embed_text=embed_text, content_hash=content_hash(embed_text))
 
-    def _pieces(self, block: Block) -> list[tuple[str, int]]:
-        """The block as one piece, or split at sentences (then words) when it alone is
-        over budget; the split depends on the block only, so it is stable too."""
-        text = f"- {block.text}" if block.kind == "item" else block.text
-        tokens = self.count(text)
+    def _pieces(self, text: str, tokens: int) -> list[tuple[str, int]]:
+        """A block's text (`tokens` long) as one piece, or split at sentences (then words)
+        when it alone is over budget; the split depends on the block only, so it is stable too."""
         if tokens <= self.max_tokens:
             return [(text, tokens)]
         units = [u for u in _SENTENCE.split(text) if u.strip()]
@@ -114,8 +119,7 @@ class Chunker:
         pieces: list[tuple[str, int]] = []
         current: list[str] = []
         size = 0
-        for unit in units:
-            n = self.count(unit)
+        for unit, n in zip(units, self.counts(units)):
             if n > self.max_tokens:                     # one giant token run: cut by tokens
                 ids = self.tokenizer.encode(unit, add_special_tokens=False).ids
                 for i in range(0, len(ids), self.max_tokens):
