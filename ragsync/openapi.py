@@ -172,7 +172,11 @@ def document(engine: Engine) -> dict[str, Any]:
             "responses": {"200": ok, **_errors(400, 401, 403, 503)}}
     paths["/admin/pages/{source}/{doc_id}"] = {"get": {
         "tags": ["admin"], "operationId": "admin_page", "summary": "What the index holds for one page",
-        "parameters": [{"name": name, "in": "path", "required": True, "schema": STR} for name in ("source", "doc_id")],
+        "parameters": [*({"name": name, "in": "path", "required": True, "schema": STR} for name in ("source", "doc_id")),
+                       {"name": "until", "in": "query", "schema": STR,
+                        "description": "a CMS modified time: answer once the page is indexed at it or later"},
+                       {"name": "wait_s", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                        "description": "how long to wait for `until` (then answer with what there is)"}],
         "security": admin, "responses": {"200": _answer("its record and point count", "PageRecord"),
                                          **_errors(400, 401, 403, 404, 503)}}}
     paths["/admin/export"] = {"get": {

@@ -30,6 +30,9 @@ DAEMON_WAIT_S = 60                  # for a daemon that holds the data_dir to an
 MAX_QUERY_CHARS = 1000              # the model reads 256 word pieces; more is only cost
 MAX_LIMIT = 100
 
+MAX_WAIT_S = 60                     # a page read waiting for a revision holds an HTTP thread this long at most
+LOOK_AGAIN_S = 0.25                 # ...and reads the record again this often (server mode: passes run elsewhere)
+
 Keys = Iterable[tuple[str, str]] | None     # None: every parked key
 
 
@@ -69,9 +72,11 @@ class Operations:
         deletions, the embedder and the collection."""
         raise NotImplementedError
 
-    def page(self, source: str, doc_id: str) -> dict[str, Any]:
+    def page(self, source: str, doc_id: str, until: str | None = None, wait_s: float = 0) -> dict[str, Any]:
         """What the index holds for one page: its record (state, CMS modified time, when it was
-        indexed), the chunks its live version lists and the points Qdrant holds for it."""
+        indexed), the chunks its live version lists and the points Qdrant holds for it.
+        `until` (a CMS modified time): first wait up to `wait_s` for the record to reach it, so
+        a publisher learns when its change is searchable without polling."""
         raise NotImplementedError
 
     def reconcile(self, source: str | None = None, dry_run: bool = False, force: bool = False) -> list[dict[str, Any]]:
@@ -132,13 +137,8 @@ class Local(Operations):
             raise Rejected(400, f"'limit' must be between 1 and {MAX_LIMIT}")
         if source:
             self._sources(source)
-        times = {}
-        for name, value in (("modified_after", modified_after), ("modified_before", modified_before)):
-            if value:
-                try:
-                    times[name] = iso_utc(value)
-                except ValueError:
-                    raise Rejected(400, f"'{name}' must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z") from None
+        times = {name: _time(name, value) for name, value in (("modified_after", modified_after),
+                                                               ("modified_before", modified_before)) if value}
         where = SearchFilter(source=source or None, url_prefix=url_prefix or None, **times)
         return [r.as_dict() for r in self.engine.search(query, limit, where, pages=group == "page", mode=mode or None)]
 
@@ -176,10 +176,18 @@ class Local(Operations):
                 "collection": {k: snap.collection[k] for k in ("name", "physical", "config_matches")},
                 "as_of": utcnow()}
 
-    def page(self, source: str, doc_id: str) -> dict[str, Any]:
+    def page(self, source: str, doc_id: str, until: str | None = None, wait_s: float = 0) -> dict[str, Any]:
         self._sources(source)
+        if until is not None:
+            until = _time("until", until)
+        if not 0 <= wait_s <= MAX_WAIT_S:
+            raise Rejected(400, f"'wait_s' must be between 0 and {MAX_WAIT_S}")
         store = self.engine.store
-        record = store.page(source, doc_id)
+        deadline, passes = time.monotonic() + wait_s, self.engine.passes
+        while (record := store.page(source, doc_id)) is None or until is not None and record.modified < until:
+            if (left := deadline - time.monotonic()) <= 0:
+                break
+            passes = self.engine.wait_for_pass(passes, min(left, LOOK_AGAIN_S))   # passes elsewhere: look anyway
         if record is None:
             raise Rejected(404, f"no page {doc_id!r} in source {source!r}")
         summary = {k: v for k, v in asdict(record).items() if k not in ID_LISTS}
@@ -285,8 +293,10 @@ class Remote(Reader):
             _check(resp)
             yield from resp.iter_lines()
 
-    def page(self, source: str, doc_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/admin/pages/{quote(source, safe='')}/{quote(doc_id, safe='')}")
+    def page(self, source: str, doc_id: str, until: str | None = None, wait_s: float = 0) -> dict[str, Any]:
+        wait = {k: v for k, v in (("until", until), ("wait_s", wait_s)) if v}
+        return self._call("GET", f"/admin/pages/{quote(source, safe='')}/{quote(doc_id, safe='')}", params=wait,
+                          timeout=wait_s + 30)
 
     def reconcile(self, source: str | None = None, dry_run: bool = False, force: bool = False) -> list[dict[str, Any]]:
         body = {"source": source, "dry_run": dry_run, "force": force}
@@ -382,3 +392,10 @@ def _check(resp: httpx.Response) -> None:
 
 def _when(epoch_s: float | None) -> str | None:
     return iso_utc(epoch_s) if epoch_s else None
+
+
+def _time(name: str, value: str) -> str:
+    try:
+        return iso_utc(value)
+    except ValueError:
+        raise Rejected(400, f"'{name}' must be an ISO 8601 time, e.g. 2026-01-31T00:00:00Z") from None

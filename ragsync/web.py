@@ -129,7 +129,13 @@ def status():
 
 @admin.get("/pages/<source>/<path:doc_id>")
 def page(source: str, doc_id: str):
-    return jsonify(current_ops().page(source, doc_id))
+    """`?until=<CMS modified time>&wait_s=N`: answered once the page is indexed at that
+    revision or later, or after N seconds with what there is."""
+    try:
+        wait_s = float(request.args.get("wait_s", "0"))
+    except ValueError:
+        return jsonify(error="'wait_s' must be a number of seconds"), 400
+    return jsonify(current_ops().page(source, doc_id, request.args.get("until"), wait_s))
 
 
 @admin.get("/export")

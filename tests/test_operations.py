@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -157,6 +159,29 @@ def _metrics(daemon) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
     return out
+
+
+def test_a_page_read_can_wait_for_the_revision_just_published(daemon, wp):
+    """Read-your-writes for a publisher: `until` + `wait_s` answer once the page is indexed at
+    that revision (or, after wait_s, with what there is), with no polling."""
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    _publish_three(daemon, wp)
+    edited = wp.edit(1, html=page_html(["Ownership, edited: the waiting reader sees this text."]))
+    until = edited.modified.strftime("%Y-%m-%dT%H:%M:%SZ")
+    url, wait = "/admin/pages/blog/1", {"until": until, "wait_s": 0.3}
+    began = time.monotonic()
+    stale = daemon.http.get(url, params=wait, headers=admin).json()
+    assert time.monotonic() - began >= 0.3 and stale["modified"] < until      # no pass yet: it waited, then answered
+
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(daemon.http.get, url, params={**wait, "wait_s": 60}, headers=admin)
+        daemon.wp_event(1)
+        fresh = waiting.result(timeout=60).json()
+    assert fresh["modified"] == until and daemon.doc_texts("blog", "1") == [
+        "Ownership, edited: the waiting reader sees this text."]
+    for bad in ({"until": "yesterday"}, {"until": until, "wait_s": "soon"}, {"until": until, "wait_s": 61}):
+        resp = daemon.http.get(url, params=bad, headers=admin)
+        assert resp.status_code == 400 and "error" in resp.json()
 
 
 def test_metrics_move_with_traffic(daemon, wp):
