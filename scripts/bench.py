@@ -387,7 +387,7 @@ def _timed_edits(serve: ServeProcess, wp: FakeWordPress, edits: int,
         modified = wp.posts[post_id].modified.strftime("%Y-%m-%dT%H:%M:%SZ")
         t, sent = time.perf_counter(), time.time()
         assert serve.webhook("blog", {"type": "post.updated", "id": post_id, "post_type": "post"}).status_code == 202
-        seen = serve.admin(f"/admin/pages/blog/{post_id}?until={modified}&wait_s=60")
+        seen = serve.admin(f"/admin/pages/blog/{post_id}?until={modified}&wait_s=25")
         assert seen["modified"] == modified, seen
         out.append(time.perf_counter() - t)
         marks.append((str(post_id), sent, time.time()))
