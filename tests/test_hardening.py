@@ -208,6 +208,20 @@ def test_pathological_headings_and_titles_stay_linear():
     assert elapsed < 5, f"{elapsed:.1f}s: the quadratic regexes took minutes here"
 
 
+def test_the_extractor_reads_broken_and_deep_markup_as_a_tree():
+    """Stray end tags, unclosed items and cells, a heading 5,000 elements deep (its script and
+    ruby annotation not read into it), a comment inside code, text under 20,000 nested divs
+    (lxml's own tree stops at 256 levels: the extractor walks the parser's events instead)."""
+    html = ("</p></h2><h2>Guide <script>x()</script><ruby>漢<rt>kan</rt></ruby>"
+            + "<span>" * 5000 + "deep" + "</span>" * 5000 + "</h2>"
+            + "<p>Intro<ul><li>one<li>two</ul><table><tr><td>a<td>b</table></div><pre>code <!-- c -->here</pre>"
+            + "<div>" * 20000 + "<p>Deep text.</p>")
+    assert [(b.path, b.kind, b.text) for b in extract(html)] == [
+        (("Guide 漢 deep",), kind, text) for kind, text in
+        [("text", "Intro"), ("item", "one"), ("item", "two"), ("text", "a | b"), ("code", "code here"),
+         ("text", "Deep text.")]]
+
+
 def test_an_example_token_or_a_malformed_whsec_secret_stops_the_daemon_at_start(tmp_path, monkeypatch):
     cfg = files_config(tmp_path)
     monkeypatch.setenv("RAGSYNC_ADMIN_TOKEN", "change-me-admin")         # copied from an example file
