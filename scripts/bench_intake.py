@@ -3,6 +3,10 @@ into a real `ragsync serve` (cheroot, SQLite huey, embedded store), idle and the
 workers embed the shared corpus. Every delivery is unique (own webhook-id, fresh timestamp),
 so each one is verified, recorded durably and queued: nothing is answered from a cache.
 
+First the floor, measured the same way in the same run: a receiver that does only what a 202
+must (the Standard Webhooks check, one SQLite commit of the delivery, WAL + synchronous=FULL) on
+the same HTTP server (cheroot, as many threads), with no Flask, queue or daemon beside it.
+
 `--door-points N`: the door during an initial sync of at least N points (copies of the corpus,
 small chunks so that N is reached soon), the embedded engine optimizing every 20,000 points
 written: a signed webhook and a /healthz every 100 ms, their latency and failures."""
@@ -13,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,6 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from connectors.standard_webhooks import verify  # noqa: E402
+from ragsync.errors import Rejected  # noqa: E402
+from ragsync.front import http_server  # noqa: E402
 from tests.support import ADMIN_TOKEN, SECRET, SECRET_ENV, free_port, signed, wait_for  # noqa: E402
 
 LUA = r"""
@@ -56,6 +64,39 @@ def deliveries(path: Path, n: int, distinct_docs: int) -> None:
             raw, headers = signed({"id": f"bench-{k % distinct_docs}"}, msg_id=f"msg_{k:08d}_{time.time_ns()}")
             out.write(f"{headers['webhook-id']}\t{headers['webhook-timestamp']}\t{headers['webhook-signature']}\t"
                       f"{raw.decode()}\n")
+
+
+def floor_app(db: Path):
+    """The floor receiver (a WSGI app): verify, commit, 202."""
+    conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None)    # autocommit: a commit each
+    conn.execute("pragma journal_mode=wal")
+    conn.execute("pragma synchronous=full")
+    conn.execute("create table deliveries (id text primary key, body blob)")
+    lock = threading.Lock()
+
+    def app(environ: dict, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        headers = {k[5:].lower().replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}
+        try:
+            delivery_id = verify([SECRET], headers, body, time.time(), 300)
+        except Rejected:
+            start_response("401 Unauthorized", [("Content-Length", "0")])
+            return [b""]
+        with lock:
+            conn.execute("insert or ignore into deliveries values (?, ?)", (delivery_id, body))
+        start_response("202 Accepted", [("Content-Type", "application/json"), ("Content-Length", "2")])
+        return [b"{}"]
+    return app
+
+
+def run_floor(lua: Path, rows: Path, args: argparse.Namespace, tmp: Path) -> dict:
+    server = http_server(floor_app(tmp / "floor.db"), "127.0.0.1", 0, args.http_threads)
+    threading.Thread(target=server.serve, daemon=True).start()
+    try:
+        return run_wrk(f"http://127.0.0.1:{server.bind_addr[1]}", lua, rows, args.seconds, args.threads,
+                       args.connections)
+    finally:
+        server.stop()
 
 
 def run_wrk(url: str, lua: Path, rows: Path, seconds: int, threads: int, connections: int) -> dict:
@@ -101,6 +142,7 @@ def main() -> None:
 
         rows = tmp / "idle.tsv"
         deliveries(rows, per_run, 500)
+        floor = run_floor(lua, rows, args, tmp)
         idle = run_wrk(url, lua, rows, args.seconds, args.threads, args.connections)
         wait_for(lambda: client.get("/admin/status", headers=admin).json()["pending"] == 0, 300, "the queue to drain")
 
@@ -125,11 +167,14 @@ def main() -> None:
 
     print(f"ragsync webhook intake: wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, "
           f"unique signed Standard Webhooks deliveries → POST /webhooks/docs (cheroot, SQLite huey)")
-    for name, r in (("idle", idle), ("while embedding", loaded)):
+    for name, r in (("floor", floor), ("idle", idle), ("while embedding", loaded)):
         print(f"  {name:<16} {r['rps']:>8.0f} req/s  {r['requests']:>7} requests  p50 {r['p50_ms']:6.2f} ms  "
               f"p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}")
     print(f"  during the loaded run the workers embedded {during} chunks "
           f"({during / args.seconds:.1f}/s); {still} keys still pending after it")
+    print(f"  idle / floor: {idle['rps'] / floor['rps']:.2f}x the answers a second, p50 "
+          f"{idle['p50_ms'] / floor['p50_ms']:.2f}x, p99 {idle['p99_ms'] / floor['p99_ms']:.2f}x (floor: verify + one "
+          f"SQLite commit on cheroot, {args.http_threads} threads, no Flask, queue or daemon)")
     print(f"  p99 under embedding load / idle: {loaded['p99_ms'] / idle['p99_ms']:.2f}x "
           f"(p50 {loaded['p50_ms'] / idle['p50_ms']:.2f}x)")
 
