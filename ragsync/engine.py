@@ -26,7 +26,7 @@ from ragsync.index import Catalog, SearchFilter, Store, open_catalog
 from ragsync.metrics import Metrics
 from ragsync.notes import open_notes
 from ragsync.pipeline import Outcome, Pipeline
-from ragsync.queue import WorkQueue
+from ragsync.queue import Tally, WorkQueue
 from ragsync.search import PageResult, Probe, SearchResult, nearest, nearest_pages, probe_for
 from ragsync.snapshot import Snapshot, take
 
@@ -57,8 +57,7 @@ class Engine:
         self.connectors: dict[str, Connector] = open_connectors(config.sources, self.http)
         self._shadow: Pipeline | None = None       # a reindex's new collection: passes go there too
         self.key_locks = [threading.Lock() for _ in range(64)]   # one pass per key at a time (passes, reindex)
-        self.passes = 0                            # passes this process has finished (see wait_for_pass)
-        self._passed = threading.Condition()
+        self.passes = Tally()                      # passes this process has finished: a reader may wait for one
         self.metrics = Metrics(self.snapshot)
         self.embedder.on_batch, self.embedder.on_error = self.metrics.embedded_batch, self.metrics.embed_error
         self.guard = DeletionGuard(config.max_delete_share, config.delete_window_s, config.delete_floor)
@@ -158,9 +157,7 @@ class Engine:
                 if counted:
                     self.guard.applied(source)
         self.metrics.pass_applied(source, outcome, time.time())
-        with self._passed:
-            self.passes += 1
-            self._passed.notify_all()
+        self.passes.rise()
         steps = {"fetch": fetched, **outcome.seconds}
         log.info("pass %s: %s (embedded %d, reused %d, deleted %d) in %.0f ms: %s", outcome, doc_id, outcome.embedded,
                  outcome.reused, outcome.deleted, (time.perf_counter() - began) * 1000,
@@ -168,13 +165,6 @@ class Engine:
                  extra={"source": source, "doc_id": doc_id, "outcome": outcome.action,
                         "ms": {step: round(s * 1000, 1) for step, s in steps.items()}})
         return outcome
-
-    def wait_for_pass(self, seen: int, timeout: float) -> int:
-        """Until a pass of this process ends after the `seen`-th (or `timeout` seconds): the
-        count then. A reader waiting for a page's revision looks again at once."""
-        with self._passed:
-            self._passed.wait_for(lambda: self.passes > seen, timeout)
-            return self.passes
 
     def _guard_deletion(self, source: str, doc_id: str) -> bool:
         """Tombstoning a live page counts against the source's deletion budget (raises Held);

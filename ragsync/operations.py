@@ -183,11 +183,11 @@ class Local(Operations):
         if not 0 <= wait_s <= MAX_WAIT_S:
             raise Rejected(400, f"'wait_s' must be between 0 and {MAX_WAIT_S}")
         store = self.engine.store
-        deadline, passes = time.monotonic() + wait_s, self.engine.passes
+        deadline, passes = time.monotonic() + wait_s, self.engine.passes.count
         while (record := store.page(source, doc_id)) is None or until is not None and record.modified < until:
             if (left := deadline - time.monotonic()) <= 0:
                 break
-            passes = self.engine.wait_for_pass(passes, min(left, LOOK_AGAIN_S))   # passes elsewhere: look anyway
+            passes = self.engine.passes.wait(passes, min(left, LOOK_AGAIN_S))   # passes elsewhere: look anyway
         if record is None:
             raise Rejected(404, f"no page {doc_id!r} in source {source!r}")
         summary = {k: v for k, v in asdict(record).items() if k not in ID_LISTS}

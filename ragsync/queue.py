@@ -31,6 +31,26 @@ log = logging.getLogger("ragsync.queue")
 WAIT_FOREVER = 2**31                              # a waiting key never runs out of attempts
 
 
+class Tally:
+    """A count that only rises, and a wait for it to pass what a caller saw: the caller notes
+    the count before it looks, so a rise between its look and its wait is never missed."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._rose = threading.Condition()
+
+    def rise(self) -> None:
+        with self._rose:
+            self.count += 1
+            self._rose.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Until the count passes `seen` (or `timeout` seconds): the count then."""
+        with self._rose:
+            self._rose.wait_for(lambda: self.count > seen, timeout)
+            return self.count
+
+
 class WorkQueue:
     def __init__(self, data_dir: Path, handler: Callable[[str, str], object], *, redis_url: str | None = None,
                  max_attempts: int = 6, backoff_base_s: float = 1.0, backoff_max_s: float = 300.0,
@@ -279,8 +299,7 @@ class _Storage(SqliteStorage):
         self.turn = WriteTurn(filename)
         super().__init__(name, filename, create_tables=False, **kwargs)
         self.lock = threading.RLock()             # db() below holds it around huey's own db()
-        self.arrived = threading.Condition()
-        self.arrivals = 0                         # enqueues seen by this process, and wakes
+        self.arrivals = Tally()                   # enqueues seen by this process, and wakes
         self.initialize_schema()
 
     @contextlib.contextmanager
@@ -293,18 +312,15 @@ class _Storage(SqliteStorage):
         self.wake()
 
     def wake(self) -> None:
-        with self.arrived:
-            self.arrivals += 1
-            self.arrived.notify_all()
+        self.arrivals.rise()
 
     def dequeue(self) -> bytes | None:
         """`blocking` (huey's flag: its worker then does not sleep) is set while a consumer runs;
         a CLI's drain() gets None at once."""
-        seen = self.arrivals
+        seen = self.arrivals.count
         data = super().dequeue()
         if data is None and self.blocking:
-            with self.arrived:
-                self.arrived.wait_for(lambda: self.arrivals != seen, self.WAIT_S)
+            self.arrivals.wait(seen, self.WAIT_S)
         return data
 
     def close(self) -> bool:
