@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flask import current_app, request
+from werkzeug.wrappers import Request
 
 from ragsync.config import Config
 from ragsync.errors import Rejected
@@ -46,15 +47,15 @@ def bearer() -> str:
     return request.headers.get("authorization", "").removeprefix("Bearer ").strip()
 
 
-def client(config: Config) -> str | None:
+def client(config: Config, req: Request) -> str | None:
     """The client's address: the peer's, or — when the peer is one of `[server] trusted_proxies`
     — the nearest address in X-Forwarded-For that is not a trusted proxy (a client can write
     anything at the far end of that header, so it is read from the proxy's side; what is not an
     address is skipped)."""
-    peer = parse_address(request.remote_addr)
+    peer = parse_address(req.remote_addr)
     if peer is None or not config.trusted_proxies or not within(str(peer), config.trusted_proxies):
-        return str(peer) if peer is not None else request.remote_addr
-    hops = [parse_address(h) for h in request.headers.get("X-Forwarded-For", "").split(",")]
+        return str(peer) if peer is not None else req.remote_addr
+    hops = [parse_address(h) for h in req.headers.get("X-Forwarded-For", "").split(",")]
     return str(next((hop for hop in reversed(hops) if hop is not None and not within(str(hop), config.trusted_proxies)),
                     peer))
 
@@ -62,7 +63,7 @@ def client(config: Config) -> str | None:
 def client_key(config: Config) -> str:
     """What a per-client budget is keyed by: the address, or its /64 for IPv6 (one host
     rotates through a whole /64)."""
-    ip = parse_address(client(config))
+    ip = parse_address(client(config, request))
     if isinstance(ip, IPv6Address):
         return str(IPv6Network(f"{ip}/64", strict=False))
     return str(ip)

@@ -50,7 +50,7 @@ from ragsync import logs
 from ragsync.config import Config
 from ragsync.door import RateLimiter, same
 from ragsync.errors import RagsyncError
-from ragsync.intake import Deliveries, alive, prepare, webhooks
+from ragsync.intake import Deliveries, Receiver, WSGIApp, alive, prepare
 from ragsync.queue import WorkQueue
 
 log = logging.getLogger("ragsync.front")
@@ -67,7 +67,6 @@ FRONT_HEADER = "X-Ragsync-Front"      # the front's secret: the daemon believes 
 CLIENT_HEADER = "X-Ragsync-Client"
 PASSED_AS_OURS = {"host", "content-length", FRONT_HEADER.lower(), CLIENT_HEADER.lower()}
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 _FRONT_KEY, _CLIENT_KEY = (f"HTTP_{h.upper().replace('-', '_')}" for h in (FRONT_HEADER, CLIENT_HEADER))   # WSGI names
 
 
@@ -267,9 +266,8 @@ def front_app(intake: _Intake, upstream: int, secret: str) -> Flask:
     app = Flask("ragsync")
     prepare(app, intake.config)
     app.extensions["ragsync"] = intake
-    app.extensions["ragsync.limiter"] = RateLimiter()
-    app.register_blueprint(webhooks)
     app.register_blueprint(alive)
+    app.wsgi_app = Receiver(app.wsgi_app, intake, RateLimiter())        # type: ignore[method-assign]
 
     def through(path: str = "") -> Response:
         body = request.get_data(cache=False)                  # Flask's limit: 413 here, as the daemon would

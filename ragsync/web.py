@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from ragsync.door import RateLimiter, bearer, charge_search, current_engine, current_ops, origin_allowed, same
 from ragsync.engine import Engine
-from ragsync.intake import alive, prepare, webhooks
+from ragsync.intake import Receiver, alive, prepare
 from ragsync.mcp import Bridge
 from ragsync.operations import Local
 from ragsync.status_page import status_page
@@ -27,8 +27,10 @@ def create_app(engine: Engine, worker: bool = False) -> Flask:
     app.extensions["ragsync.operations"] = Local(engine)
     app.extensions["ragsync.limiter"] = RateLimiter()
     app.extensions["ragsync.mcp"] = Bridge(app.extensions["ragsync.operations"], engine.config.max_body_bytes)
-    for bp in (alive, health) if worker else (webhooks, search, admin, alive, health, status_page):
+    for bp in (alive, health) if worker else (search, admin, alive, health, status_page):
         app.register_blueprint(bp)
+    if not worker:
+        app.wsgi_app = Receiver(app.wsgi_app, engine, app.extensions["ragsync.limiter"])   # type: ignore[method-assign]
     return app
 
 

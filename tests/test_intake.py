@@ -116,8 +116,10 @@ def test_unknown_source_and_wrong_method(indexed):
     daemon, _ = indexed
     resp = _post(daemon, *signed(BODY), source="nope")
     assert resp.status_code == 404 and "unknown source" in resp.json()["error"]
-    assert daemon.http.get("/webhooks/blog").status_code == 405
-    assert daemon.http.get("/webhooks/blog").json()["error"] == "method not allowed"
+    wrong = daemon.http.get("/webhooks/blog")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST" and wrong.json()["error"] == "method not allowed"
+    head = daemon.http.head("/webhooks/blog")              # its headers alone: a body would break the connection
+    assert head.status_code == 405 and head.content == b"" and daemon.http.get("/healthz").status_code == 200
     _assert_nothing_queued(daemon)
 
 
