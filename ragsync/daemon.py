@@ -125,7 +125,7 @@ class Daemon:
                     engine.instance = self._lock.announce(self.url)
                 threading.Thread(target=self.server.serve, daemon=True, name="http").start()
                 if self.front is not None:
-                    self.front.start(engine.metrics, engine.instance, self.server.bind_addr[1], engine.queue.wake)
+                    self.front.start(engine.metrics, engine.instance, self.server.bind_addr[1], engine.queue)
                 log.info("ragsync %s listening on %s (data in %s)", self.role.value, self.url, config.data_dir)
             if self.role is Role.WORKER:
                 log.info("ragsync worker running %d worker thread(s) on %s", self.workers, config.redis_url)

@@ -13,9 +13,9 @@ The daemon binds the public socket and hands it to the front, so a front that di
 replaced on the same socket (connections wait in its backlog). A stopping daemon stops its
 front first, by closing the front's stdin (the front ignores the SIGTERM that systemd sends
 the whole group, so it is never replaced mid-stop), and a daemon killed with -9 takes its front along
-(PR_SET_PDEATHSIG). The front reports what it accepted and refused back over a pipe, so
-/metrics and the status page count every delivery, and the daemon's idle workers look for the
-work it queued at once.
+(PR_SET_PDEATHSIG). The front sends the keys it recorded and what it accepted and refused
+back over a pipe: the daemon queues their tasks (its idle workers take them at once), and
+/metrics and the status page count every delivery.
 """
 
 from __future__ import annotations
@@ -135,13 +135,13 @@ class Front:
         with self._lock:
             return self._proc.pid if self._proc is not None else None
 
-    def start(self, metrics: Deliveries, instance: str | None, upstream: int, wake: Callable[[], None]) -> None:
+    def start(self, metrics: Deliveries, instance: str | None, upstream: int, work: WorkQueue) -> None:
         """Start the front (from a thread that lives as long as it: the death signal follows the
         thread that forked) and wait until it serves; `upstream`: the daemon's loopback port;
-        `wake`: called when the front has queued work (the daemon's idle workers look at once)."""
+        `work`: the daemon's queue, which gets a task for each key the front recorded."""
         settings = {"config": self.config, "instance": instance, "upstream": upstream, "secret": self.secret,
                     "threads": self.threads, "log": logs.current()}
-        threading.Thread(target=self._keep, args=(settings, metrics, wake), daemon=True, name="front").start()
+        threading.Thread(target=self._keep, args=(settings, metrics, work), daemon=True, name="front").start()
         if not self._ready.wait(START_TIMEOUT_S) or self._failed:
             self.stop()
             raise RagsyncError(f"the front process (webhooks, /healthz) did not start: {self._failed or 'timed out'}")
@@ -172,7 +172,7 @@ class Front:
                 proc.wait()
         self.socket.close()
 
-    def _keep(self, settings: dict[str, Any], metrics: Deliveries, wake: Callable[[], None]) -> None:
+    def _keep(self, settings: dict[str, Any], metrics: Deliveries, work: WorkQueue) -> None:
         self._keeper = threading.get_native_id()
         while True:
             with self._lock:
@@ -181,7 +181,7 @@ class Front:
                 proc, events = self._spawn(settings)
                 self._proc = proc
             for line in events:
-                _apply(json.loads(line), metrics, self._ready, wake)
+                _apply(json.loads(line), metrics, self._ready, work)
             events.close()
             code = proc.wait()
             if self._stopping.is_set():
@@ -191,6 +191,7 @@ class Front:
                 self._ready.set()
                 return
             log.warning("the front process (webhooks, /healthz) exited with %s; starting another", code)
+            work.recover()                             # what it recorded but had not yet sent us
             self._stopping.wait(RESTART_DELAY_S)
 
     def _spawn(self, settings: dict[str, Any]) -> tuple[subprocess.Popen, Any]:
@@ -207,12 +208,13 @@ class Front:
         return proc, os.fdopen(read, "rb")
 
 
-def _apply(event: list, metrics: Deliveries, ready: threading.Event, wake: Callable[[], None]) -> None:
+def _apply(event: list, metrics: Deliveries, ready: threading.Event, work: WorkQueue) -> None:
     kind, *args = event
     if kind == "ready":
         ready.set()
+    elif kind == "queued":
+        work.enqueue(*args)
     elif kind == "webhook":
-        wake()
         metrics.webhook(*args)
     elif kind == "rejected":
         metrics.rejected_delivery(*args)
@@ -221,13 +223,18 @@ def _apply(event: list, metrics: Deliveries, ready: threading.Event, wake: Calla
 # -- the front process ---------------------------------------------------------------------------
 
 class _Relay:
-    """Deliveries counted in the front, sent to the daemon by a thread of their own (a request
-    never waits on the pipe, even while the daemon is busy)."""
+    """The keys the front recorded and the deliveries it counted, sent to the daemon by a
+    thread of their own (a request never waits on the pipe, even while the daemon is busy).
+    The daemon queues the tasks: huey's file then has one writing process, and a key the front
+    recorded but never sent (it died) is in the durable record, queued again when it is replaced."""
 
     def __init__(self, fd: int) -> None:
         self.out = os.fdopen(fd, "wb")
         self.events: queue.SimpleQueue[list] = queue.SimpleQueue()
         threading.Thread(target=self._send, daemon=True, name="relay").start()
+
+    def queued(self, source: str, doc_ids: list[str]) -> None:
+        self.events.put(["queued", source, doc_ids])
 
     def webhook(self, source: str) -> None:
         self.events.put(["webhook", source])
@@ -317,6 +324,7 @@ def main() -> None:
     http = httpx.Client()
     relay = _Relay(events)
     intake = _Intake(config, open_connectors(config.sources, http), WorkQueue.for_config(config, _no_passes), relay, settings["instance"])
+    intake.queue.hand_off = relay.queued
     server = http_server(front_app(intake, settings["upstream"], settings["secret"]), config.host, 0,
                          settings["threads"], socket.socket(fileno=listening))
     gc.collect()

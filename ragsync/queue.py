@@ -78,6 +78,8 @@ class WorkQueue:
         self._consumer = None
         self._stop = threading.Event()
         self.on_outcome: Callable[[str, str], None] = lambda source, outcome: None   # per pass, e.g. metrics
+        # where accept() sends the keys it recorded: tasks here, or (the front process) to its daemon
+        self.hand_off: Callable[[str, list[str]], None] = self.enqueue
 
     @classmethod
     def for_config(cls, config: Config, handler: Callable[[str, str], object]) -> WorkQueue:
@@ -93,13 +95,13 @@ class WorkQueue:
         return bool(self.accept(source, None, [doc_id]))
 
     def accept(self, source: str, delivery_id: str | None, doc_ids: list[str], ttl_s: float = 0) -> list[str] | None:
-        """A delivery's keys and id recorded in one commit, then a task queued for each key
-        that does not already wait; None for a replayed delivery id. If queueing fails the
-        record is undone, so the sender's retry is neither coalesced nor deduplicated away."""
+        """A delivery's keys and id recorded in one commit, then handed off (`hand_off`) for
+        the keys that do not already wait; None for a replayed delivery id. If the hand-off
+        fails the record is undone, so the sender's retry is neither coalesced nor deduplicated away."""
         new = self._record.accept(source, delivery_id, doc_ids, ttl_s)
         try:
-            for doc_id in new or []:
-                self._task(source, doc_id)
+            if new:
+                self.hand_off(source, new)
         except Exception:
             with self._record.batch():
                 for doc_id in new or []:
@@ -108,6 +110,11 @@ class WorkQueue:
                     self._record.forget_delivery(source, delivery_id)
             raise
         return new
+
+    def enqueue(self, source: str, doc_ids: list[str]) -> None:
+        """A task for each of a source's recorded keys (an idle worker takes it at once)."""
+        for doc_id in doc_ids:
+            self._task(source, doc_id)
 
     @contextlib.contextmanager
     def quiet(self) -> Iterator[None]:
@@ -122,8 +129,9 @@ class WorkQueue:
             yield
 
     def recover(self) -> int:
-        """On start: queue again what a dead process left behind. Embedded, every record is
-        ours; shared, only keys whose worker's lease ran out. Duplicate tasks are no-ops."""
+        """On start, and when a front process died: queue again what a dead process left
+        behind (a front's last keys may be recorded but never handed off). Embedded, every
+        record is ours; shared, only keys whose worker's lease ran out. Duplicate tasks are no-ops."""
         keys = self._record.stale(waiting=True, running=not self.shared)
         for source, doc_id in keys:
             self._task(source, doc_id)
@@ -270,15 +278,10 @@ class WorkQueue:
         self._stop.set()
         if not self.shared:
             self._huey.storage.blocking = False       # no worker waits for work again
-        self.wake()                                   # and none is left waiting
+            self._huey.storage.wake()                 # and none is left waiting
         if self._consumer is not None:
             self._consumer.stop(graceful=True)
             self._consumer = None
-
-    def wake(self) -> None:
-        """Another process (the front) queued work here: idle workers look now."""
-        if not self.shared:
-            self._huey.storage.wake()
 
     def close(self) -> None:
         self.stop()
@@ -288,10 +291,9 @@ class WorkQueue:
 
 class _Storage(SqliteStorage):
     """huey's SQLite storage whose write transactions take their turn (pending.WriteTurn) with
-    the other process's: the front enqueues, the daemon's workers dequeue. While a consumer
-    runs, an idle worker waits in dequeue() until an enqueue wakes it (here, or wake() when
-    the front enqueued), instead of huey's polling sleep: a webhook's pass starts at once, not
-    up to a poll interval later (25 ms on average at the former 50 ms)."""
+    another process's (a CLI command's). While a consumer runs, an idle worker waits in
+    dequeue() until an enqueue here wakes it, instead of huey's polling sleep: a webhook's pass
+    starts at once, not up to a poll interval later (25 ms on average at the former 50 ms)."""
 
     WAIT_S = 1.0                                  # what the work of a process that wakes no one waits (a CLI's)
 

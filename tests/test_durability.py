@@ -18,6 +18,7 @@ from ragsync.chunk import Chunker
 from ragsync.embed import Embedder
 from ragsync.errors import StoreError
 from ragsync.front import DAEMON_NICENESS
+from ragsync.pending import SqlitePending
 from tests.support import (ServeProcess, alive, children, exported, free_port, page_html, published, run_cli, wait_for, words, wp_source,
                            write_config)
 
@@ -77,6 +78,22 @@ def test_kill_9_of_the_front_loses_no_acknowledged_webhook(daemon_factory, wp):
     assert daemon.front.pid != killed and not alive(killed)
     daemon.idle()
     assert all(daemon.engine.store.doc_chunks("blog", str(post_id)) for post_id in range(1, 7))
+
+
+def test_keys_a_dying_front_recorded_but_never_sent_are_queued_when_it_is_replaced(daemon_factory, wp):
+    """The front records a delivery's keys (fsynced) and only then sends them to the daemon, which
+    queues their tasks; killed in between, the keys are in the record, and its replacement's
+    start queues them (a sender's retry would be coalesced into the waiting key, not queued)."""
+    daemon = daemon_factory(wp_source(wp))
+    wp.publish(1, "Page 1", page_html([words(1, 40)]))
+    record = SqlitePending(daemon.engine.config.data_dir / "state.db")       # as the front holds it
+    try:
+        assert record.accept("blog", "msg_recorded_not_sent", ["1"], 600) == ["1"]
+    finally:
+        record.db.close()
+    os.kill(daemon.front.pid, signal.SIGKILL)
+    daemon.idle(30)
+    assert daemon.engine.store.doc_chunks("blog", "1")
 
 
 def test_the_queue_file_is_not_the_record_a_lost_one_loses_no_acknowledged_webhook(tmp_path, wp, chunker):
