@@ -57,7 +57,7 @@ def current_intake() -> Intake:
 def prepare(app: Flask, config: Config) -> None:
     """The rules of every ragsync app: the body limit, the Host check (by the config in force:
     a reindex may switch it), and errors as a short JSON body with their status (no handler
-    writes its own try/except → 500, and no body ever carries a traceback)."""
+    writes its own try/except → 500, and no body ever carries a traceback: `failure`)."""
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
 
     @app.before_request
@@ -68,28 +68,26 @@ def prepare(app: Flask, config: Config) -> None:
             return jsonify(error="unknown Host: add it to [server] allowed_hosts"), 421
         return None
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        return jsonify(error=_reason(exc)), exc.code
-
-    @app.errorhandler(Rejected)
-    def rejected(exc: Rejected):
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
-        return jsonify(error=str(exc)), exc.status, headers
-
-    @app.errorhandler(RagsyncError)
-    def ragsync_error(exc: RagsyncError):
-        """The admin API (behind its token) gets the whole message; anyone else a short one,
-        with the details (Qdrant's own text, paths, URLs) in the log only."""
-        if request.blueprint == "admin":
-            return jsonify(error=str(exc)), 503
-        log.warning("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
-        return jsonify(error=exc.public), 503
-
     @app.errorhandler(Exception)
-    def internal(exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify(error="internal error"), 500
+    def error(exc: Exception):
+        if request.blueprint == "admin" and isinstance(exc, RagsyncError) and not isinstance(exc, Rejected):
+            return jsonify(error=str(exc)), 503          # the admin API (behind its token) gets the whole message
+        status, body, headers = failure(exc, request.method, request.path)
+        return jsonify(body), status, headers
+
+
+def failure(exc: Exception, method: str, path: str) -> tuple[int, dict[str, str], dict[str, str]]:
+    """An error as every ragsync app answers it: its status, a short JSON body and headers; the
+    details (Qdrant's own text, paths, URLs, a traceback) go to the log only."""
+    if isinstance(exc, Rejected):
+        return exc.status, {"error": str(exc)}, {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
+    if isinstance(exc, HTTPException):
+        return exc.code or 400, {"error": _reason(exc)}, {}
+    if isinstance(exc, RagsyncError):
+        log.warning("%s %s: %s: %s", method, path, type(exc).__name__, exc)
+        return 503, {"error": exc.public}, {}
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return 500, {"error": "internal error"}, {}
 
 
 def _reason(exc: HTTPException) -> str:
@@ -121,18 +119,9 @@ class Receiver:
                 status, body = 202, self.receive(source, Request(environ))
             else:
                 status, body = 404, {"error": f"unknown source {source!r}"}
-        except Rejected as exc:
-            status, body = exc.status, {"error": str(exc)}
-            if exc.retry_after is not None:
-                headers["Retry-After"] = str(exc.retry_after)
-        except HTTPException as exc:
-            status, body = exc.code or 400, {"error": _reason(exc)}
-        except RagsyncError as exc:
-            log.warning("%s %s: %s: %s", environ["REQUEST_METHOD"], path, type(exc).__name__, exc)
-            status, body = 503, {"error": exc.public}
-        except Exception:
-            log.exception("unhandled error on %s %s", environ["REQUEST_METHOD"], path)
-            status, body = 500, {"error": "internal error"}
+        except Exception as exc:
+            status, body, more = failure(exc, environ["REQUEST_METHOD"], path)
+            headers.update(more)
         data = json.dumps(body).encode()
         start_response(f"{status} {HTTP_STATUS_CODES[status]}", [
             ("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers.items()])
