@@ -215,7 +215,10 @@ def _apply(event: list, metrics: Deliveries, ready: threading.Event, work: WorkQ
     if kind == "ready":
         ready.set()
     elif kind == "queued":
-        work.enqueue(*args)
+        try:
+            work.enqueue(*args)
+        except Exception:                  # the keys stay in the durable record; this thread must go on
+            log.exception("could not queue the keys the front recorded for %s (queued again at the next start)", args[0])
     elif kind == "webhook":
         metrics.webhook(*args)
     elif kind == "rejected":

@@ -96,6 +96,28 @@ def test_keys_a_dying_front_recorded_but_never_sent_are_queued_when_it_is_replac
     assert daemon.engine.store.doc_chunks("blog", "1")
 
 
+def test_a_failed_enqueue_in_the_daemon_keeps_the_key_and_its_front(daemon_factory, wp, monkeypatch):
+    """The daemon queues what its front recorded; if that fails once, the key stays in the
+    record, the thread that keeps the front goes on (a dead one could not replace it), and the
+    key is queued when the front is replaced."""
+    daemon = daemon_factory(wp_source(wp))
+    wp.publish(1, "Page 1", page_html([words(1, 40)]))
+    enqueue, failed = daemon.engine.queue.enqueue, []
+
+    def broken(source: str, doc_ids: list[str]) -> None:
+        failed.append(doc_ids)
+        raise sqlite3.OperationalError("database is locked")
+    monkeypatch.setattr(daemon.engine.queue, "enqueue", broken)
+    daemon.wp_event(1)
+    wait_for(lambda: failed, 10, "the failed enqueue")
+    monkeypatch.setattr(daemon.engine.queue, "enqueue", enqueue)
+    killed = daemon.front.pid
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: daemon.front.pid not in (None, killed), 10, "a new front")
+    daemon.idle(30)
+    assert daemon.engine.store.doc_chunks("blog", "1")
+
+
 def test_the_queue_file_is_not_the_record_a_lost_one_loses_no_acknowledged_webhook(tmp_path, wp, chunker):
     """huey's queue.db is written without fsync: what a 202 promised lives in state.db (fsynced,
     group commit), and a start queues every pending key again. So a power cut that takes the
